@@ -155,15 +155,45 @@ def configs_yaml(configs: Sequence[str]) -> list[dict]:
     return entries
 
 
+def dataset_info_yaml(folder: str | os.PathLike, configs: Sequence[str]) -> list[dict]:
+    """The README `dataset_info:` entries: features, row counts and sizes of each config.
+
+    Besides documenting the data, they make `datasets`' cache key change with the content: for a
+    local folder it hashes only the README's `configs` and `dataset_info`, so a folder rebuilt under
+    the same name would otherwise load a stale cached copy.
+    """
+    import datasets
+
+    from .schema import features_for
+
+    entries = []
+    for config in configs:
+        files = sorted((Path(folder) / config).glob(SHARD_GLOB))
+        metas = [pq.ParquetFile(f).metadata for f in files]
+        num_rows = sum(m.num_rows for m in metas)
+        num_bytes = sum(m.row_group(i).total_byte_size for m in metas for i in range(m.num_row_groups))
+        info = datasets.DatasetInfo(
+            features=features_for(config),
+            config_name=config,
+            splits=[{"name": SPLIT, "num_bytes": num_bytes, "num_examples": num_rows}],
+            download_size=sum(f.stat().st_size for f in files),
+            dataset_size=num_bytes,
+        )
+        entries.append({"config_name": config, **info._to_yaml_dict()})
+    return entries
+
+
 def update_readme_configs(folder: str | os.PathLike) -> Path:
-    """Set the README's `configs:` YAML to the configs present, keeping the rest of the card."""
+    """Set the README's `configs:` and `dataset_info:` YAML to the configs present, keeping the rest."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
     path = Path(folder) / "README.md"
     card = DatasetCard.load(path) if path.exists() else DatasetCard(
         "---\n" + DatasetCardData().to_yaml() + "\n---\n\n# Action100M-format dataset\n"
     )
-    card.data.configs = configs_yaml(configs_present(folder))
+    present = configs_present(folder)
+    card.data.configs = configs_yaml(present)
+    card.data.dataset_info = dataset_info_yaml(folder, present)
     card.save(path)
     return path
 

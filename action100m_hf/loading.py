@@ -137,11 +137,11 @@ def load(config: str = "brief_action", source=None, *, streaming: bool = False, 
     if config == "tree":
         return tree
     features = features_for(config)
+    # An Arrow table returned by the function replaces the batch (no merge with the tree columns).
     flat = tree.with_format("arrow").map(
         _flatten_batch(config),
         batched=True,
         batch_size=64,
-        remove_columns=list(TREE_SCHEMA.names),
         features=features,
     )
     return flat.with_format(None)

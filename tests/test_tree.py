@@ -1,0 +1,243 @@
+"""Tree tools: node ids, validation (one broken tree per rule), Markdown, nest/flatten round trips."""
+
+from __future__ import annotations
+
+import copy
+import math
+import uuid
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from action100m_hf import tree
+from action100m_hf.errors import TreeValidationError
+from action100m_hf.tree import TreeNode
+
+GOLDEN = Path(__file__).parent / "golden"
+UID = "vid_small"
+
+
+def small_tree() -> list[dict]:
+    """A hand-made tree: root -> (A -> (A1, A2 -> (A2a -> (deep one, deep two), A2b)), B)."""
+    gpt = {
+        "summary": {"brief": "s", "detailed": "sd"},
+        "action": {"brief": "cut paper", "detailed": "Cut the paper.", "actor": "a person"},
+    }
+    a2a = TreeNode(2.5, 4.25, [TreeNode(2.5, 3.3, fields={"plm_caption": "deep one"}),
+                               TreeNode(3.3, 4.25, fields={"plm_caption": "deep two"})],
+                   fields={"plm_caption": "A2a caption."})
+    a2b = TreeNode(4.25, 6.0, fields={"plm_caption": "A2b caption.", "llama3_caption": "A2b mid."})
+    a1 = TreeNode(0.0, 2.5, fields={"plm_caption": "", "llama3_caption": "A1 mid."})
+    a2 = TreeNode(2.5, 6.0, [a2a, a2b], fields={"plm_caption": "A2 caption."})
+    a = TreeNode(0.0, 6.0, [a1, a2], fields={"plm_caption": "  A caption.  ", "gpt": gpt})
+    b = TreeNode(6.0, 10.0, fields={"plm_caption": "B caption.",
+                                    "llama3_caption": "B mid line one.\nB mid line two."})
+    root = TreeNode(0.0, 10.0, [a, b], fields={"plm_caption": "Root caption.", "gpt": gpt})
+    return tree.flatten(UID, root)
+
+
+def row_of(nodes):
+    return {"video_uid": UID, "metadata": None, "nodes": nodes}
+
+
+def by_start_end(nodes, start, end):
+    return next(n for n in nodes if math.isclose(n["start"], start, abs_tol=1e-6) and math.isclose(n["end"], end, abs_tol=1e-6))
+
+
+# --- node ids --------------------------------------------------------------------------------
+
+
+def test_node_id_formula_rounds_float32_times():
+    expected = str(uuid.uuid5(uuid.NAMESPACE_URL, "abc|1.230000|4.570000"))
+    assert tree.node_id("abc", 1.2300000190734863, 4.570000171661377) == expected
+    assert tree.node_id("abc", 1.234, 4.566) == expected
+
+
+def test_official_sample_conformance(official_sample):
+    nodes = official_sample["nodes"]
+    uid = official_sample["video_uid"]
+    assert len(nodes) == 917
+    assert all(tree.node_id(uid, n["start"], n["end"]) == n["node_id"] for n in nodes)
+    assert tree.validate(official_sample) == []
+    annotatable_ids = {n["node_id"] for n in tree.annotatable(nodes)}
+    assert len(annotatable_ids) == 262
+    assert annotatable_ids == {n["node_id"] for n in nodes if n["gpt"] is not None}
+
+
+def test_official_sample_nest_flatten_round_trip(official_sample):
+    root = tree.nest(official_sample["nodes"])
+    assert tree.flatten(official_sample["video_uid"], root) == official_sample["nodes"]
+
+
+# --- validation: one broken tree per rule ------------------------------------------------------
+
+
+def test_valid_small_tree_has_no_violation():
+    assert tree.validate(row_of(small_tree())) == []
+
+
+def _violations(nodes):
+    return [(v.rule, v.node_id) for v in tree.validate(row_of(nodes))]
+
+
+def test_rule_node_id():
+    nodes = small_tree()
+    nodes[1]["node_id"] = nodes[1]["node_id"][:-1] + "0"
+    # the broken id also orphans the children of that node
+    assert ("node_id", nodes[1]["node_id"]) in _violations(nodes)
+
+
+def test_rule_unknown_parent():
+    nodes = small_tree()
+    leaf = by_start_end(nodes, 6.0, 10.0)
+    leaf["parent_id"] = "00000000-0000-0000-0000-000000000000"
+    got = _violations(nodes)
+    assert ("unknown_parent", leaf["node_id"]) in got
+    root_id = nodes[0]["node_id"]
+    assert ("child_count", root_id) in got
+
+
+def test_rule_root_count_two_roots_and_none():
+    nodes = small_tree()
+    nodes[2]["parent_id"] = None
+    got = tree.validate(row_of(nodes))
+    assert [v.rule for v in got if v.rule == "root_count"] == ["root_count"]
+    assert nodes[2]["node_id"] in next(v.message for v in got if v.rule == "root_count")
+    assert [v.rule for v in tree.validate(row_of([]))] == ["root_count"]
+
+
+def test_rule_child_count_single_child():
+    nodes = tree.flatten(UID, TreeNode(0.0, 10.0, [TreeNode(0.0, 5.0)]))
+    assert ("child_count", nodes[0]["node_id"]) in _violations(nodes)
+    assert ("tiling", nodes[0]["node_id"]) in _violations(nodes)
+
+
+def test_rule_child_count_three_children():
+    root = TreeNode(0.0, 9.0, [TreeNode(0.0, 3.0), TreeNode(3.0, 6.0), TreeNode(6.0, 9.0)])
+    nodes = tree.flatten(UID, root)
+    assert _violations(nodes) == [("child_count", nodes[0]["node_id"])]
+
+
+def test_rule_tiling_gap():
+    root = TreeNode(0.0, 10.0, [TreeNode(0.0, 4.0), TreeNode(5.0, 10.0)])
+    nodes = tree.flatten(UID, root)
+    assert _violations(nodes) == [("tiling", nodes[0]["node_id"])]
+
+
+def test_rule_level():
+    nodes = small_tree()
+    nodes[3]["level"] = 5
+    assert _violations(nodes) == [("level", nodes[3]["node_id"])]
+
+
+def test_rule_order():
+    nodes = small_tree()
+    nodes[1], nodes[2] = nodes[2], nodes[1]
+    assert _violations(nodes) == [("order", nodes[2]["node_id"])]
+
+
+def test_rule_gpt_on_leaf():
+    nodes = small_tree()
+    leaf = by_start_end(nodes, 6.0, 10.0)
+    leaf["gpt"] = copy.deepcopy(nodes[0]["gpt"])
+    assert _violations(nodes) == [("gpt_on_leaf", leaf["node_id"])]
+
+
+def test_rule_gpt_on_short_node():
+    nodes = small_tree()
+    short = by_start_end(nodes, 2.5, 4.25)  # internal, 1.75 s
+    short["gpt"] = copy.deepcopy(nodes[0]["gpt"])
+    assert _violations(nodes) == [("gpt_on_short_node", short["node_id"])]
+
+
+def test_rule_non_finite():
+    nodes = small_tree()
+    nodes[2]["end"] = float("nan")
+    got = _violations(nodes)
+    assert ("non_finite", nodes[2]["node_id"]) in got
+
+
+def test_rule_start_not_before_end():
+    root = TreeNode(0.0, 10.0, [TreeNode(0.0, 10.0), TreeNode(10.0, 10.0)])
+    nodes = tree.flatten(UID, root)
+    got = _violations(nodes)
+    assert ("start_not_before_end", nodes[2]["node_id"]) in got
+
+
+def test_rule_duplicate_id():
+    nodes = small_tree()
+    nodes.append(dict(nodes[-1]))
+    assert ("duplicate_id", nodes[-1]["node_id"]) in _violations(nodes)
+
+
+def test_check_raises_with_video_node_and_rule():
+    nodes = small_tree()
+    nodes[3]["level"] = 7
+    with pytest.raises(TreeValidationError) as err:
+        tree.check(row_of(nodes))
+    assert UID in str(err.value) and nodes[3]["node_id"] in str(err.value) and "[level]" in str(err.value)
+    assert [v.rule for v in err.value.violations] == ["level"]
+
+
+# --- annotatable and Markdown --------------------------------------------------------------------
+
+
+def test_annotatable_is_internal_and_at_least_4s():
+    nodes = small_tree()
+    got = {(n["start"], n["end"]) for n in tree.annotatable(nodes)}
+    assert got == {(0.0, 10.0), (0.0, 6.0)}  # A2 is internal but 3.5 s; B is a 4 s leaf
+
+
+def test_markdown_matches_golden():
+    nodes = small_tree()
+    assert tree.render_markdown(nodes) == (GOLDEN / "markdown_small.md").read_text()
+
+
+def test_markdown_depth_limit_matches_golden():
+    nodes = small_tree()
+    assert tree.render_markdown(nodes, max_depth=1) == (GOLDEN / "markdown_small_depth1.md").read_text()
+
+
+def test_markdown_of_subtree_starts_at_depth_zero():
+    nodes = small_tree()
+    a2 = by_start_end(nodes, 2.5, 6.0)
+    md = tree.render_markdown(nodes, root_id=a2["node_id"], max_depth=1)
+    assert md.startswith("## 2.50s → 6.00s (duration: 3.5s)\n\nA2 caption.\n\n### Segment 1 — 2.50s → 4.25s")
+    assert "deep one" not in md and "---\n\n### Segment 2 — 4.25s → 6.00s" in md
+
+
+def test_markdown_of_official_sample_root(official_sample):
+    md = tree.render_markdown(official_sample["nodes"], max_depth=1)
+    assert md.startswith("## 0.00s → 689.83s (duration: 689.8s)\n\nThis video features a person decorating")
+    assert md.count("### Segment ") == 2 and md.count("---\n\n") == 1
+
+
+# --- property: flatten then regroup gives the tree back -------------------------------------------
+
+
+@st.composite
+def random_trees(draw, start=0.0, end=None, depth=0):
+    """A random valid binary tree on a 0.04 s grid (times exact after float32 and 0.01 rounding)."""
+    if end is None:
+        end = draw(st.integers(min_value=50, max_value=2000)) * 0.04
+    ticks = round((end - start) / 0.04)
+    node = TreeNode(start, end, fields={"plm_caption": draw(st.text(max_size=8))})
+    if depth < 5 and ticks >= 2 and draw(st.booleans()):
+        cut = start + draw(st.integers(min_value=1, max_value=ticks - 1)) * 0.04
+        cut = round(cut, 2)
+        node.children = [draw(random_trees(start, cut, depth + 1)), draw(random_trees(cut, end, depth + 1))]
+    return node
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_trees(), st.text(min_size=1, max_size=11))
+def test_flatten_nest_round_trip(root, uid):
+    nodes = tree.flatten(uid, root)
+    row = {"video_uid": uid, "metadata": None, "nodes": nodes}
+    assert tree.validate(row) == []
+    again = tree.flatten(uid, tree.nest(nodes))
+    assert again == nodes
+    shuffled = list(reversed(nodes))
+    assert tree.bfs_order(shuffled) == nodes
