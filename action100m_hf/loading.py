@@ -94,6 +94,39 @@ def iter_tree_batches(
             raise ShardReadError(f"tree shard {path}: cannot read as the tree contract ({e})") from e
 
 
+def _projected_columns(path: str, shard: pq.ParquetFile, node_paths) -> list[str]:
+    """Parquet leaf columns of `video_uid` and the wanted node fields, whatever the list naming."""
+    leaves = [shard.schema.column(i).path for i in range(len(shard.schema))]
+    wanted = ["video_uid"]
+    for node_path in node_paths:
+        match = [
+            leaf for leaf in leaves
+            if leaf.startswith("nodes.")
+            and leaf.split(".")[-len(node_path):] == list(node_path)
+            and len(leaf.split(".")) - len(node_path) in (2, 3)
+        ]
+        if not match:
+            raise ShardReadError(f"tree shard {path}: no column for nodes.{'.'.join(node_path)}")
+        wanted.extend(match)
+    return wanted
+
+
+def iter_flat_batches(source, config: str, batch_size: int = 256) -> Iterator[pa.Table]:
+    """Rows of flat `config`, reading only the Parquet columns it needs (projection pushdown)."""
+    from .views import flat_table, node_paths
+
+    paths = node_paths(config)
+    for path in tree_files(source):
+        shard = _open_shard(path)
+        check_tree_shard(path, shard.schema_arrow)
+        columns = _projected_columns(path, shard, paths)
+        try:
+            for batch in shard.iter_batches(batch_size=batch_size, columns=columns):
+                yield flat_table(batch, config)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
+            raise ShardReadError(f"tree shard {path}: cannot read as the tree contract ({e})") from e
+
+
 def iter_tree_rows(source) -> Iterator[dict]:
     """Tree rows as Python dicts (`video_uid`, `metadata`, `nodes`)."""
     for batch in iter_tree_batches(source):

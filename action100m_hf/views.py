@@ -17,6 +17,7 @@ from .schema import (
     FLAT_CONFIGS,
     FLAT_TEXT_FIELDS,
     NA_TEXT,
+    SEGMENT_KEY_FIELDS,
     schema_for,
 )
 from .errors import UnknownConfigError
@@ -29,8 +30,17 @@ def _field(struct_array: pa.Array, path: tuple[str, ...]) -> pa.Array:
     return out
 
 
+def node_paths(config: str) -> list[tuple[str, ...]]:
+    """The node fields (as struct paths) a flat config reads: enough to project Parquet columns."""
+    keys = [(name,) for name, _ in SEGMENT_KEY_FIELDS if name not in ("video_uid", "duration")]
+    return keys + [path for _, path in FLAT_TEXT_FIELDS[config]]
+
+
 def flat_table(tree: pa.Table | pa.RecordBatch, config: str) -> pa.Table:
-    """The rows of flat `config` for every node of every video in `tree`."""
+    """The rows of flat `config` for every node of every video in `tree`.
+
+    `tree` needs `video_uid` and `nodes`; the node structs may hold only `node_paths(config)`.
+    """
     if config not in FLAT_CONFIGS:
         raise UnknownConfigError(
             f"{config!r} is not a flat config; the flat configs are: {', '.join(FLAT_CONFIGS)}"

@@ -260,3 +260,12 @@ def test_same_named_folder_with_other_content_is_not_served_from_cache(tmp_path,
     pq.write_table(schema.tree_table(synthetic_rows()), tmp_path / "b.parquet")
     layout.write_hub_folder(tmp_path / "b.parquet", second)
     assert datasets.load_dataset(str(second), "brief_action", split="train").num_rows == 3
+
+
+@pytest.mark.parametrize("config", schema.FLAT_CONFIGS)
+def test_projected_flat_batches_equal_full_flattening(shard, config):
+    from action100m_hf.loading import iter_flat_batches
+
+    projected = pa.concat_tables(iter_flat_batches(shard, config))
+    assert projected.schema == schema.schema_for(config)
+    assert projected.to_pylist() == views.flat_table(schema.tree_table(synthetic_rows()), config).to_pylist()
