@@ -65,28 +65,38 @@ def decode(model, cache, last_logits, steps: int):
 
 @torch.inference_mode()
 def run_mode(model, prompts: torch.Tensor, shared: int, steps: int, reuse: bool, device: str) -> dict:
-    """Prefill then decode all nodes as one batch; with `reuse`, the shared prefix is prefilled
-    once (batch 1) and its cache repeated for every node."""
+    """Prefill then decode node by node (gpt-oss runs eager attention: a batched 11 k-token
+    prefill would need a 60 GiB score matrix); with `reuse`, the shared prefix is prefilled once
+    and its cache copied for every node, as a prefix cache serves it."""
+    import copy
+
     nodes = prompts.shape[0]
     sync(device)
     start = time.perf_counter()
+    prefix_cache = None
     if reuse:
-        out = model(input_ids=prompts[:1, :shared], use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(nodes)
+        prefix_cache = model(input_ids=prompts[:1, :shared], use_cache=True, logits_to_keep=1).past_key_values
+    sync(device)
+    shared_s = time.perf_counter() - start
+    prefill_s = shared_s
+    decode_s = 0.0
+    for i in range(nodes):
         sync(device)
-        shared_s = time.perf_counter() - start
-        out = model(input_ids=prompts[:, shared:], past_key_values=cache, use_cache=True, logits_to_keep=1)
-    else:
-        shared_s = 0.0
-        out = model(input_ids=prompts, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
-    sync(device)
-    prefill_s = time.perf_counter() - start
-    decode(model, cache, out.logits, steps)
-    sync(device)
+        t0 = time.perf_counter()
+        if reuse:
+            cache = copy.deepcopy(prefix_cache)
+            out = model(input_ids=prompts[i : i + 1, shared:], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        else:
+            out = model(input_ids=prompts[i : i + 1], use_cache=True, logits_to_keep=1)
+            cache = out.past_key_values
+        sync(device)
+        t1 = time.perf_counter()
+        decode(model, cache, out.logits, steps)
+        sync(device)
+        prefill_s += t1 - t0
+        decode_s += time.perf_counter() - t1
+        del cache, out
     total_s = time.perf_counter() - start
-    decode_s = total_s - prefill_s
     return {
         "prefix_reuse": reuse,
         "shared_prefill_s": shared_s,
