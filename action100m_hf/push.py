@@ -26,6 +26,8 @@ COMMIT_RACE_MESSAGE = "A commit has happened since"
 MAX_BACKOFF = 120.0
 #: Paths `upload_folder` never sends (its own defaults), left out of the plan too.
 _NEVER_UPLOADED = (".git", ".cache")
+#: Top-level folders of a build output that stay local: the builder's resumable work files.
+LOCAL_ONLY = ("_work",)
 
 
 class PushError(Action100MError):
@@ -109,7 +111,7 @@ def upload_plan(folder: str | Path) -> list[Path]:
         raise PushError(f"folder {folder}: no README.md (write the card with card.write_card first)")
     files = sorted(
         p for p in folder.rglob("*")
-        if p.is_file() and p.relative_to(folder).parts[0] not in _NEVER_UPLOADED
+        if p.is_file() and p.relative_to(folder).parts[0] not in _NEVER_UPLOADED + LOCAL_ONLY
     )
     code = [str(p.relative_to(folder)) for p in files if p.suffix == ".py"]
     if code:
@@ -198,6 +200,7 @@ def push_folder(
             revision=revision,
             commit_message=commit_message,
             token=token,
+            ignore_patterns=[f"{name}/**" for name in LOCAL_ONLY],
         ),
         what=f"uploading {folder} to {repo_id}", **retry,
     )

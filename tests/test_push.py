@@ -66,6 +66,8 @@ def published(tmp_path_factory) -> Path:
     pq.write_table(schema.tree_table(random_tree_rows(3, seed=2)), src)
     folder = layout.write_hub_folder(src, tmp_path_factory.mktemp("hub") / "data", ["tree", "brief_action"])
     write_card(folder, {"repo_id": "me/data"})
+    (folder / "_work" / "stage1").mkdir(parents=True)  # the builder's resumable work files
+    (folder / "_work" / "stage1" / "vid.parquet").write_bytes(b"local only")
     return folder
 
 
@@ -86,8 +88,10 @@ def test_push_creates_repo_and_uploads_folder_once(published, hub_validation):
     assert args == ("me/data",) and kwargs == {"repo_type": "dataset", "private": True, "exist_ok": True, "token": TOKEN}
     _, _, upload = api.calls[1]
     assert upload == {"repo_id": "me/data", "folder_path": str(published), "repo_type": "dataset",
-                      "revision": None, "commit_message": "first", "token": TOKEN}
-    expected = sorted(p.relative_to(published).as_posix() for p in published.rglob("*") if p.is_file())
+                      "revision": None, "commit_message": "first", "token": TOKEN,
+                      "ignore_patterns": ["_work/**"]}
+    expected = sorted(p.relative_to(published).as_posix() for p in published.rglob("*")
+                      if p.is_file() and "_work" not in p.parts)
     assert result.files == expected
     assert {"README.md", "assets/durations.png", "tree/train-00000-of-00001.parquet",
             "brief_action/train-00000-of-00001.parquet"} <= set(result.files)
