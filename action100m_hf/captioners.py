@@ -20,6 +20,7 @@ from .errors import (
     ErrorRecord,
     ModelNotAvailableError,
     VideoNotFoundError,
+    is_out_of_memory,
 )
 
 PLM_MODEL_ID = "facebook/Perception-LM-3B"
@@ -227,6 +228,8 @@ def _caption_isolating_failures(captioner: Captioner, requests: list[CaptionRequ
     """Texts of the requests; when a batch fails, its requests run alone to find the failing ones.
 
     Returns, per request, its text or, for a failed request, an `_Failure` with the reason.
+    Out of memory on a batch of several requests is re-raised: the caller (the builder's
+    `with_oom_retry`) halves the batch size and tries again; alone, it fails that request only.
     """
     results: list = []
     for first in range(0, len(requests), captioner.batch_size):
@@ -234,8 +237,9 @@ def _caption_isolating_failures(captioner: Captioner, requests: list[CaptionRequ
         try:
             results.extend(captioner.caption(batch))
             continue
-        except Exception:  # which request failed is unknown yet; each one alone tells
-            pass
+        except Exception as error:  # which request failed is unknown yet; each one alone tells
+            if len(batch) > 1 and is_out_of_memory(error):
+                raise
         for request in batch:
             try:
                 results.extend(captioner.caption([request]))

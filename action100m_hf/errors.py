@@ -60,6 +60,13 @@ class ProfileError(Action100MError):
     """A run profile file or override that fails validation."""
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for an accelerator or host out-of-memory error (torch's, or a RuntimeError saying so)."""
+    return type(error).__name__ == "OutOfMemoryError" or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    )
+
+
 @dataclass(frozen=True)
 class ErrorRecord:
     """One failure of the pipeline on one video (and node, when it is about a node).

@@ -13,7 +13,7 @@ import json
 import sys
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import AnnotationError, ModelNotAvailableError
 
@@ -315,7 +315,8 @@ class TransformersBackend(LLMBackend):
                     logits_processor=[LogitsProcessor(grammar)],
                     max_new_tokens=self.profile.max_new_tokens,
                     do_sample=self.profile.temperature > 0,
-                    temperature=self.profile.temperature,
+                    # greedy decoding takes no temperature (transformers warns when given one)
+                    **({"temperature": self.profile.temperature} if self.profile.temperature > 0 else {}),
                     pad_token_id=self.tokenizer.pad_token_id,
                     cache_implementation="static",
                 )
@@ -329,17 +330,26 @@ _BACKEND_CLASSES = {cls.name: cls for cls in (VLLMBackend, OpenAIBackend, Transf
 BACKENDS = tuple(_BACKEND_CLASSES)
 
 
-def build_llm_backend(name: str, *, model: str | None = None, profile: str = "paper", **settings) -> LLMBackend:
+def build_llm_backend(
+    name: str,
+    *,
+    model: str | None = None,
+    profile: str = "paper",
+    generation: dict | None = None,
+    **settings,
+) -> LLMBackend:
     """The backend `name` ("vllm", "openai" or "transformers") for `profile` ("paper" or "tiny").
 
     `model` defaults to the profile's (gpt-oss-120b for "paper"; for "tiny", the tiny random
-    Llama built by `tiny_models`). `settings` go to the backend class (e.g. vllm's
-    `tensor_parallel_size`, `max_num_seqs`, `max_num_batched_tokens`; openai's `base_url`,
-    `max_concurrency`, `retries`; transformers' `batch_size`, `device`).
+    Llama built by `tiny_models`). `generation` overrides the profile's generation settings
+    (`LLMProfile` fields: temperature, max_new_tokens, max_string_length, reasoning_effort).
+    `settings` go to the backend class (e.g. vllm's `tensor_parallel_size`, `max_num_seqs`,
+    `max_num_batched_tokens`; openai's `base_url`, `max_concurrency`, `retries`; transformers'
+    `batch_size`, `device`).
     """
     if name not in _BACKEND_CLASSES:
         raise ValueError(f"unknown LLM backend {name!r}; expected one of {list(BACKENDS)}")
-    settings_of_profile = profile_settings(profile)
+    settings_of_profile = replace(profile_settings(profile), **(generation or {}))
     if model is None:
         model = settings_of_profile.model
     if model is None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import Action100MError, AnnotationError, ErrorRecord, VideoNotFoundError
+from .errors import Action100MError, AnnotationError, ErrorRecord, VideoNotFoundError, is_out_of_memory
 from .profiles import Profile, stage_keys
 from .schema import ERRORS_SCHEMA, FLAT_CONFIGS, METADATA_FIELDS, tree_table
 from .tree import annotatable, validate
@@ -373,21 +373,14 @@ class StageModels:
         from .llm_backends import build_llm_backend
 
         s = self.profile.stage3
-        backend = build_llm_backend(s.backend, model=s.model, profile=s.profile, **s.backend_settings)
         generation = {k: getattr(s, k) for k in ("temperature", "max_new_tokens", "max_string_length")}
-        generation = {k: v for k, v in generation.items() if v is not None}
-        if generation:
-            # The backend reads these from its LLMProfile at generation time.
-            backend.profile = replace(backend.profile, **generation)
-        return backend
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    import torch
-
-    return isinstance(error, torch.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
-    )
+        return build_llm_backend(
+            s.backend,
+            model=s.model,
+            profile=s.profile,
+            generation={k: v for k, v in generation.items() if v is not None},
+            **s.backend_settings,
+        )
 
 
 def with_oom_retry(fn: Callable[[], object], models: Sequence, what: str, min_batch_size: int = 1):
@@ -403,7 +396,7 @@ def with_oom_retry(fn: Callable[[], object], models: Sequence, what: str, min_ba
             try:
                 return fn()
             except Exception as error:
-                if not _is_out_of_memory(error):
+                if not is_out_of_memory(error):
                     raise
                 if not any(m.batch_size > min_batch_size for m in resizable):
                     tried = (

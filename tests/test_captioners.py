@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from action100m_hf.captioners import (
     LLAMA_CAPTION_PROMPT,
@@ -197,3 +198,36 @@ def test_unavailable_models_and_backends_are_named(tmp_path):
         build_captioner("plm", backend="vllm")
     with pytest.raises(ValueError, match="unknown captioner kind 'blip'"):
         build_captioner("blip")
+
+
+class OutOfMemoryOnNode(Captioner):
+    """A real captioner that runs out of memory on any batch holding `bad_node`."""
+
+    bad_node = None
+
+    def _generate(self, batch):
+        if any(r.node_id == self.bad_node for r in batch):
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return super()._generate(batch)
+
+
+def test_out_of_memory_on_a_batch_is_raised_and_alone_is_recorded(nodes, video, plm, llama, captioned):
+    def captioner(batch_size):
+        oom = OutOfMemoryOnNode(
+            "plm", plm.model, plm.processor, model_id=plm.model_id, use_chat_template=True, batch_size=batch_size,
+            max_new_tokens=plm.max_new_tokens, num_frames=plm.num_frames, frame_size=plm.frame_size,
+        )  # fmt: skip
+        oom.bad_node = nodes[2]["node_id"]
+        return oom
+
+    # Several requests per batch: the builder must halve the batch, so the error goes up.
+    with pytest.raises(torch.OutOfMemoryError):
+        caption_tree(nodes, video, captioner(4), llama, decoder=VideoDecoder(backend="pyav"))
+    # One request per batch: only that node fails, with a record; the others are captioned.
+    out, errors = caption_tree(nodes, video, captioner(1), llama, decoder=VideoDecoder(backend="pyav"))
+    assert [(e.node_id, e.stage) for e in errors] == [(nodes[2]["node_id"], "caption")]
+    assert "out of memory" in errors[0].error
+    expected, _ = captioned
+    assert [n["plm_caption"] for i, n in enumerate(out) if i != 2] == [
+        n["plm_caption"] for i, n in enumerate(expected) if i != 2
+    ]
