@@ -78,20 +78,27 @@ def check_tree_shard(path: str, schema: pa.Schema) -> None:
         )
 
 
+def _shard_batches(source, batch_size: int, columns_of, convert) -> Iterator:
+    """`convert(batch)` for the record batches of every shard of `source`, reading the columns
+    `columns_of(path, shard)` names; any failure is a `ShardReadError` naming the shard."""
+    for path in tree_files(source):
+        shard = _open_shard(path)
+        check_tree_shard(path, shard.schema_arrow)
+        columns = columns_of(path, shard)
+        try:
+            for batch in shard.iter_batches(batch_size=batch_size, columns=columns):
+                yield convert(batch)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
+            raise ShardReadError(f"tree shard {path}: cannot read as the tree contract ({e})") from e
+
+
 def iter_tree_batches(
     source, batch_size: int = 64, columns: Sequence[str] | None = None
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of tree rows cast to `schema.TREE_SCHEMA` (or its `columns`), file by file."""
     names = list(columns) if columns else TREE_SCHEMA.names
     target = pa.schema([TREE_SCHEMA.field(n) for n in names])
-    for path in tree_files(source):
-        shard = _open_shard(path)
-        check_tree_shard(path, shard.schema_arrow)
-        try:
-            for batch in shard.iter_batches(batch_size=batch_size, columns=names):
-                yield batch.cast(target)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
-            raise ShardReadError(f"tree shard {path}: cannot read as the tree contract ({e})") from e
+    return _shard_batches(source, batch_size, lambda path, shard: names, lambda b: b.cast(target))
 
 
 def _projected_columns(path: str, shard: pq.ParquetFile, node_paths) -> list[str]:
@@ -116,15 +123,12 @@ def iter_flat_batches(source, config: str, batch_size: int = 256) -> Iterator[pa
     from .views import flat_table, node_paths
 
     paths = node_paths(config)
-    for path in tree_files(source):
-        shard = _open_shard(path)
-        check_tree_shard(path, shard.schema_arrow)
-        columns = _projected_columns(path, shard, paths)
-        try:
-            for batch in shard.iter_batches(batch_size=batch_size, columns=columns):
-                yield flat_table(batch, config)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
-            raise ShardReadError(f"tree shard {path}: cannot read as the tree contract ({e})") from e
+    return _shard_batches(
+        source,
+        batch_size,
+        lambda path, shard: _projected_columns(path, shard, paths),
+        lambda batch: flat_table(batch, config),
+    )
 
 
 def iter_tree_rows(source) -> Iterator[dict]:
@@ -157,7 +161,9 @@ def load(config: str = "brief_action", source=None, *, streaming: bool = False, 
     if config not in FLAT_CONFIGS and config != "tree":
         return _load_stored(config, source, streaming=streaming, split=split, **kwargs)
     files = tree_files(source)
-    for path in files:
+    # Local shards are checked up front (one footer read each); of remote ones only the first,
+    # since each check is a request (the official preview has many shards).
+    for path in [f for f in files if "://" not in f] or files[:1]:
         check_tree_shard(path, _open_shard(path).schema_arrow)
     tree = datasets.load_dataset(
         "parquet",
