@@ -30,10 +30,6 @@ def node_id(video_uid: str, start: float, end: float) -> str:
     )
 
 
-def is_leaf(node: dict, children: dict[str, list[dict]]) -> bool:
-    return not children.get(node["node_id"])
-
-
 def children_map(nodes: list[dict]) -> dict[str, list[dict]]:
     """node id -> its children sorted by start (nodes with unknown parents are left out)."""
     ids = {n["node_id"] for n in nodes}
@@ -185,6 +181,7 @@ def validate(row: dict) -> list[Violation]:
     out: list[Violation] = []
 
     def bad(nid, rule, message):
+        assert rule in RULES, rule  # every rule reported is documented
         out.append(Violation(uid, nid, rule, message))
 
     if not nodes:

@@ -172,6 +172,20 @@ def test_rule_duplicate_id():
     assert ("duplicate_id", nodes[-1]["node_id"]) in _violations(nodes)
 
 
+def test_rule_missing_field():
+    nodes = small_tree()
+    nodes[4]["start"] = None
+    assert ("missing_field", nodes[4]["node_id"]) in _violations(nodes)
+
+
+def test_rule_unreachable_cycle():
+    nodes = small_tree()
+    a, b = by_start_end(nodes, 0.0, 2.5), by_start_end(nodes, 2.5, 6.0)
+    a["parent_id"], b["parent_id"] = b["node_id"], a["node_id"]  # two nodes that are each other's parent
+    got = _violations(nodes)
+    assert ("unreachable", a["node_id"]) in got and ("unreachable", b["node_id"]) in got
+
+
 def test_check_raises_with_video_node_and_rule():
     nodes = small_tree()
     nodes[3]["level"] = 7
