@@ -84,18 +84,25 @@ def random_mllama(settings: dict, tokenizer, device: str, dtype: torch.dtype):
         text_config=MllamaTextConfig(**settings["text"], pad_token_id=tokenizer.pad_token_id),
         image_token_index=tokenizer.image_token_id,
     )
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = MllamaForConditionalGeneration._from_config(config, dtype=dtype)
-    model.generation_config.eos_token_id = None
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model = random_model(MllamaForConditionalGeneration, config, tokenizer, device, dtype)
     size = settings["vision"]["image_size"]
     processor = MllamaProcessor(
         image_processor=MllamaImageProcessor(size={"height": size, "width": size}, max_image_tiles=4),
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )
-    return model.eval(), processor
+    return model, processor
+
+
+def random_model(model_class, config, tokenizer, device: str, dtype: torch.dtype):
+    """A seeded random `model_class(config)` built directly on `device`, in eval mode, that never
+    ends a caption early (no end of text: every caption is exactly max_new_tokens long)."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = model_class._from_config(config, dtype=dtype)
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval()
 
 
 def random_plm(settings: dict, tokenizer, device: str, dtype: torch.dtype):
@@ -114,13 +121,7 @@ def random_plm(settings: dict, tokenizer, device: str, dtype: torch.dtype):
         image_token_id=tokenizer.image_token_id,
         video_token_id=tokenizer.video_token_id,
     )
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = PerceptionLMForConditionalGeneration._from_config(config, dtype=dtype)
-    # No end of text: every caption is exactly max_new_tokens long.
-    model.generation_config.eos_token_id = None
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model.eval()
+    return random_model(PerceptionLMForConditionalGeneration, config, tokenizer, device, dtype)
 
 
 def requests(count: int, shape: tuple, prompt: str) -> list[CaptionRequest]:
