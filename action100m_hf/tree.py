@@ -309,7 +309,8 @@ def render_markdown(nodes: list[dict], root_id: str | None = None, max_depth: in
             title = f"{'#' * (depth + 2)} Segment {'.'.join(map(str, path[1:]))} — {times}"
         else:
             title = f"**{times}**"
-        body_lines = [node_caption(node)] if node_caption(node) else []
+        caption = node_caption(node)
+        body_lines = [caption] if caption else []
         children = kids.get(node["node_id"], [])
         mid = _clean(node.get("llama3_caption")) if not children else ""
         if mid:

@@ -16,7 +16,7 @@ from action100m_hf.card import CardError, field_rows, render_card, validate_card
 from action100m_hf.plots import PLOT_FILES
 from action100m_hf.stats import compute_stats
 
-from test_stats import random_tree_rows, reference_stats
+from test_stats import hub_folder_of, random_tree_rows, reference_stats
 
 BUILD_INFO = {
     "repo_id": "someone/action100m-mini",
@@ -41,9 +41,7 @@ def expected_rows(rows: list[dict]) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     rows = random_tree_rows(9, seed=7)
-    src = tmp_path_factory.mktemp("src") / "part-0.parquet"
-    pq.write_table(schema.tree_table(rows), src)
-    folder = layout.write_hub_folder(src, tmp_path_factory.mktemp("hub") / "mini")
+    folder = hub_folder_of(rows, tmp_path_factory, "mini")
     path = write_card(folder, BUILD_INFO)
     return folder, rows, path.read_text()
 

@@ -15,7 +15,7 @@ from action100m_hf import layout, schema, views
 from action100m_hf.card import write_card
 
 from test_card import expected_rows
-from test_stats import random_tree_rows
+from test_stats import hub_folder_of, random_tree_rows
 
 CONFIGS = ("tree", *schema.FLAT_CONFIGS)
 #: Small bounds for two configs, so that they span several shards and row groups.
@@ -25,9 +25,7 @@ SMALL_BOUNDS = {"tree": (48 * 1024, 160 * 1024), "segments": (16 * 1024, 48 * 10
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     rows = random_tree_rows(16, seed=11)
-    src = tmp_path_factory.mktemp("src") / "part-0.parquet"
-    pq.write_table(schema.tree_table(rows), src)
-    folder = layout.write_hub_folder(src, tmp_path_factory.mktemp("hub") / "published")
+    folder = hub_folder_of(rows, tmp_path_factory, "published")
     table = schema.tree_table(rows)
     for config, (row_group, shard) in SMALL_BOUNDS.items():
         data = table if config == "tree" else views.flat_table(table, config)

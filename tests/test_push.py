@@ -7,16 +7,14 @@ from pathlib import Path
 
 import httpx2
 import huggingface_hub
-import pyarrow.parquet as pq
 import pytest
 from huggingface_hub.errors import HfHubHTTPError
 
-from action100m_hf import layout, schema
 from action100m_hf.card import CardError, write_card
 from action100m_hf.cli import main as cli_main
 from action100m_hf.push import PushError, is_transient, push_folder
 
-from test_stats import random_tree_rows
+from test_stats import hub_folder_of, random_tree_rows
 
 TOKEN = "hf_secretTOKEN0123456789abcdef"
 
@@ -62,9 +60,7 @@ class FakeApi:
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory) -> Path:
-    src = tmp_path_factory.mktemp("src") / "part-0.parquet"
-    pq.write_table(schema.tree_table(random_tree_rows(3, seed=2)), src)
-    folder = layout.write_hub_folder(src, tmp_path_factory.mktemp("hub") / "data", ["tree", "brief_action"])
+    folder = hub_folder_of(random_tree_rows(3, seed=2), tmp_path_factory, "data", ["tree", "brief_action"])
     write_card(folder, {"repo_id": "me/data"})
     (folder / "_work" / "stage1").mkdir(parents=True)  # the builder's resumable work files
     (folder / "_work" / "stage1" / "vid.parquet").write_bytes(b"local only")

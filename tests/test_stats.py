@@ -72,6 +72,16 @@ def random_tree_rows(count: int = 7, seed: int = 0) -> list[dict]:
     return [random_tree_row(f"vid{seed}_{i:03d}", seed * 1000 + i) for i in range(count)]
 
 
+def hub_folder_of(rows: list[dict], tmp_path_factory, name: str, configs=None) -> Path:
+    """A Hub-layout folder `name` written by `layout.write_hub_folder` from tree `rows`."""
+    from action100m_hf import layout
+
+    src = tmp_path_factory.mktemp("src") / "part-0.parquet"
+    pq.write_table(schema.tree_table(rows), src)
+    kwargs = {} if configs is None else {"configs": configs}
+    return layout.write_hub_folder(src, tmp_path_factory.mktemp("hub") / name, **kwargs)
+
+
 def _get(node: dict, path: tuple[str, ...]):
     value = node
     for key in path:
