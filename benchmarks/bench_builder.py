@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from action100m_hf.pipeline import (
+from action100m_hf.build.pipeline import (
     STAGE_TITLES,
     STAGES,
     BuildOptions,
@@ -30,14 +30,14 @@ from action100m_hf.pipeline import (
     probe_duration,
     video_metadata,
 )
-from action100m_hf.profiles import load_profile
+from action100m_hf.build.settings import load_profile
 
 
 def direct_stages(videos: list[Path], models: StageModels, profile) -> dict[str, float]:
     """Seconds per stage of the bare stage functions on `videos` (models already loaded)."""
-    from action100m_hf.aggregator import aggregate_rows
-    from action100m_hf.captioners import caption_tree
-    from action100m_hf.segmentation import segment_video
+    from action100m_hf.build.stages.aggregate.self_refine import aggregate_rows
+    from action100m_hf.build.stages.caption.captioners import caption_tree
+    from action100m_hf.build.stages.segment.ward import segment_video
 
     seconds = {}
     start = time.perf_counter()

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from action100m_hf import schema
-from action100m_hf.layout import write_config
-from action100m_hf.loading import iter_flat_batches
-from action100m_hf.tree import TreeNode, flatten
+from action100m_hf.data import schema
+from action100m_hf.data.layout import write_config
+from action100m_hf.data.loading import iter_flat_batches
+from action100m_hf.data.tree import TreeNode, flatten
 
 
 def random_video(uid: str, rng: random.Random, leaves: int = 75) -> dict:

@@ -27,7 +27,7 @@ DURATION_MIX = ((0.64, 0.5, 3.0), (0.24, 3.0, 10.0), (0.10, 10.0, 60.0), (0.02, 
 
 def generate_video(path: Path, seconds: float, size: tuple[int, int], fps: float, gop_seconds: float) -> None:
     """A textured panning scene with a moving box and the frame index burned in."""
-    from action100m_hf import synthetic
+    from action100m_hf.data import synthetic
 
     from PIL import Image
 
@@ -89,7 +89,7 @@ def decode_from_start(path: str, times: np.ndarray) -> tuple[np.ndarray, int]:
 
 def time_segments(path: str, segments, num_frames: int, method: str) -> dict:
     """Run one method over `segments` in this process; ms per segment and peak RSS."""
-    from action100m_hf.frames import VideoDecoder, segment_times
+    from action100m_hf.data.frames import VideoDecoder, segment_times
 
     decoder = VideoDecoder(backend="pyav")
     decoder.frames_at(path, [0.0])  # open the container outside the timing
@@ -119,7 +119,7 @@ def time_segments(path: str, segments, num_frames: int, method: str) -> dict:
 
 
 def _index(frame: np.ndarray) -> int:
-    from action100m_hf.synthetic import decode_index
+    from action100m_hf.data.synthetic import decode_index
 
     return decode_index(frame)
 
@@ -136,8 +136,8 @@ def dataloader_rate(path: str, segments, num_frames: int, size: int, workers: in
     import pyarrow as pa
     import torch
 
-    from action100m_hf.frame_dataset import collate_frames, with_frames
-    from action100m_hf.schema import features_for, schema_for
+    from action100m_hf.data.frame_dataset import collate_frames, with_frames
+    from action100m_hf.data.schema import features_for, schema_for
 
     uid = Path(path).stem
     rows = [
@@ -169,7 +169,7 @@ def main() -> int:
     parser.add_argument("--num-frames", type=int, default=8)
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args()
-    from action100m_hf.frames import segment_times
+    from action100m_hf.data.frames import segment_times
 
     if args.smoke:
         seconds, size, segments, baseline, loader_segments = 20.0, (320, 180), 20, 3, 8

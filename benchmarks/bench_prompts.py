@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from action100m_hf import prompts  # noqa: E402
-from action100m_hf.tree import annotatable  # noqa: E402
+from action100m_hf.build.stages.aggregate import prompts  # noqa: E402
+from action100m_hf.data.tree import annotatable  # noqa: E402
 
 DEFAULT_SAMPLE = Path(
     os.environ.get(

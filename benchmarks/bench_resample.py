@@ -26,8 +26,8 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from action100m_hf.kmeans import DEFAULT_NITER, TRAIN_POINTS_PER_CENTROID, cluster_embeddings  # noqa: E402
-from action100m_hf.resample import (  # noqa: E402
+from action100m_hf.resample.kmeans import DEFAULT_NITER, TRAIN_POINTS_PER_CENTROID, cluster_embeddings  # noqa: E402
+from action100m_hf.resample.sampling import (  # noqa: E402
     group_texts,
     resampled_table,
     sample_over_clusters,
@@ -149,7 +149,7 @@ def bench_sampling(args, results: dict) -> None:
 
 
 def bench_minilm(args, results: dict) -> None:
-    from action100m_hf.embeddings import load_embedder
+    from action100m_hf.resample.embeddings import load_embedder
 
     texts = short_texts(args.embed_texts, seed=4)
     embedder = load_embedder("cpu", device="cpu", batch_size=256)

@@ -25,10 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from action100m_hf.encoders import build_encoder, window_starts  # noqa: E402
-from action100m_hf.frame_sampling import SampledVideo  # noqa: E402
-from action100m_hf.segmentation import segment_video, ward_tree_nodes  # noqa: E402
-from action100m_hf.synthetic import make_scene_video, random_scenes  # noqa: E402
+from action100m_hf.build.stages.segment.encoders import build_encoder, window_starts  # noqa: E402
+from action100m_hf.build.stages.segment.sampling import SampledVideo  # noqa: E402
+from action100m_hf.build.stages.segment.ward import segment_video, ward_tree_nodes  # noqa: E402
+from action100m_hf.data.synthetic import make_scene_video, random_scenes  # noqa: E402
 
 
 def timed(fn, repeat: int = 1):

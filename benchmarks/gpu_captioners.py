@@ -26,8 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from action100m_hf.captioners import LLAMA_CAPTION_PROMPT, PLM_CAPTION_PROMPT, CaptionRequest, Captioner  # noqa: E402
-from action100m_hf.tiny_models import offline_tokenizer, perception_lm_processor  # noqa: E402
+from action100m_hf.build.stages.caption.captioners import LLAMA_CAPTION_PROMPT, PLM_CAPTION_PROMPT, CaptionRequest, Captioner  # noqa: E402
+from action100m_hf.build.tiny import offline_tokenizer, perception_lm_processor  # noqa: E402
 
 #: PerceptionLM-3B (facebook/Perception-LM-3B, converted by transformers'
 #: convert_perception_lm_weights_to_hf.py): vision and text settings.
@@ -77,7 +77,7 @@ def random_mllama(settings: dict, tokenizer, device: str, dtype: torch.dtype):
     from transformers import (MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessor,
                               MllamaProcessor, MllamaTextConfig, MllamaVisionConfig)  # fmt: skip
 
-    from action100m_hf.tiny_models import CHAT_TEMPLATE
+    from action100m_hf.build.tiny import CHAT_TEMPLATE
 
     config = MllamaConfig(
         vision_config=MllamaVisionConfig(**settings["vision"]),

@@ -1,7 +1,7 @@
-"""GPU-machine check of the torchcodec backend of `action100m_hf.frames`, when torchcodec imports.
+"""GPU-machine check of the torchcodec backend of `action100m_hf.data.frames`, when torchcodec imports.
 
 The GPU image has no PyAV, so it cannot encode: pass a video made here with
-`benchmarks/bench_frames.py` or `action100m_hf.synthetic` (frame index burned into the pixels).
+`benchmarks/bench_frames.py` or `action100m_hf.data.synthetic` (frame index burned into the pixels).
 Measures ms per segment (8 evenly spaced frames) through `VideoDecoder(backend="torchcodec")`
 and through torchcodec directly on CPU and CUDA, and checks each returned frame's burned-in
 index against its reported time. Without torchcodec it says so and exits 0. Usage:
@@ -37,7 +37,7 @@ def torchcodec_status() -> tuple[bool, str]:
 
 def check_indices(frames_hwc: np.ndarray, pts: np.ndarray, fps: float, start: float) -> int:
     """How many frames carry a burned-in index other than the one their time implies."""
-    from action100m_hf.synthetic import decode_index
+    from action100m_hf.data.synthetic import decode_index
 
     return sum(decode_index(frame) != round((t - start) * fps) for frame, t in zip(frames_hwc, pts))
 
@@ -57,7 +57,7 @@ def timed(segments, budget_s: float, decode_segment) -> dict:
 
 def time_library_backend(video: str, segments, num_frames: int, fps: float, budget_s: float) -> dict:
     """`VideoDecoder(backend="torchcodec")`: nearest frames, tolerance, clamping."""
-    from action100m_hf.frames import VideoDecoder
+    from action100m_hf.data.frames import VideoDecoder
 
     decoder = VideoDecoder(backend="torchcodec")
 
@@ -73,7 +73,7 @@ def time_raw_torchcodec(video: str, segments, num_frames: int, device: str, budg
     import torch
     from torchcodec.decoders import VideoDecoder
 
-    from action100m_hf.frames import segment_times
+    from action100m_hf.data.frames import segment_times
 
     decoder = VideoDecoder(video, device=device, seek_mode="exact", dimension_order="NHWC")
     metadata = decoder.metadata

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from action100m_hf.encoders import (  # noqa: E402
+from action100m_hf.build.stages.segment.encoders import (  # noqa: E402
     TINY_VJEPA2_CONFIG,
     WINDOW_FRAMES,
     WINDOW_STRIDE,

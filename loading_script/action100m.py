@@ -10,7 +10,7 @@ works there. Use the class directly (any `datasets` version):
 
 With `datasets` < 4, `load_dataset("loading_script/action100m.py", "brief_action", source=...)`
 works too. Everything here delegates to the `action100m_hf` library: the schemas come from
-`action100m_hf.schema`, the rows from `action100m_hf.loading` and `action100m_hf.views`.
+`action100m_hf.data.schema`, the rows from `action100m_hf.data.loading` and `action100m_hf.data.views`.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from dataclasses import dataclass
 import datasets
 import pyarrow as pa
 
-from action100m_hf.loading import iter_tree_batches, tree_files
-from action100m_hf.schema import (
+from action100m_hf.data.loading import iter_tree_batches, tree_files
+from action100m_hf.data.schema import (
     DEFAULT_CONFIG,
     FLAT_CONFIGS,
     OFFICIAL_SOURCE,
     SPLIT,
     features_for,
 )
-from action100m_hf.views import flat_table
+from action100m_hf.data.views import flat_table
 
 _DESCRIPTION = (
     "Action100M: 1.2 M instructional videos with 147 M temporally localized segments in a "

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from action100m_hf import prompts, tree
-from action100m_hf.aggregator import aggregate_rows, parse_annotation
+from action100m_hf.build.stages.aggregate import prompts
+
+from action100m_hf.data import tree
+from action100m_hf.build.stages.aggregate.self_refine import aggregate_rows, parse_annotation
 from action100m_hf.errors import AnnotationError
-from action100m_hf.llm_backends import PROFILES
+from action100m_hf.build.stages.aggregate.backends import PROFILES
 
 GOLDEN = Path(__file__).parent / "golden"
 SCHEMA = prompts.response_schema()
@@ -221,7 +223,7 @@ def test_rounds_must_be_positive(row):
 def _write_tree(rows, path):
     import pyarrow.parquet as pq
 
-    from action100m_hf.schema import tree_table
+    from action100m_hf.data.schema import tree_table
 
     pq.write_table(tree_table(rows), path)
     return path
@@ -289,7 +291,7 @@ def test_annotate_cli_bad_stage_and_unreadable_tree_are_named(tmp_path, capsys):
 
 def test_annotate_cli_caption_stage_fills_captions_from_the_video(row, tmp_path):
     from action100m_hf.cli import main
-    from action100m_hf.synthetic import make_scene_video
+    from action100m_hf.data.synthetic import make_scene_video
 
     videos = tmp_path / "videos"
     videos.mkdir()

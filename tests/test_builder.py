@@ -12,9 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from action100m_hf import synthetic
+from action100m_hf.data import synthetic
 from action100m_hf.errors import ErrorRecord, ProfileError
-from action100m_hf.pipeline import (
+from action100m_hf.build.pipeline import (
     BuildInputError,
     BuildOptions,
     StageModels,
@@ -24,8 +24,8 @@ from action100m_hf.pipeline import (
     shard_by_duration,
     with_oom_retry,
 )
-from action100m_hf.profiles import load_profile, stage_keys
-from action100m_hf.tree import annotatable, validate
+from action100m_hf.build.settings import load_profile, stage_keys
+from action100m_hf.data.tree import annotatable, validate
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "builder" / "run.py"
@@ -433,13 +433,13 @@ def test_output_to_an_fsspec_url(tmp_path_factory):
 def test_push_to_hub_writes_the_card_then_pushes(tmp_path, tmp_path_factory, monkeypatch):
     import shutil
 
-    import action100m_hf.push
+    import action100m_hf.hub.push
 
     videos, reference = fast_reference(tmp_path_factory)
     folder = tmp_path / "out"
     shutil.copytree(reference, folder)
     pushed = []
-    monkeypatch.setattr(action100m_hf.push, "push_folder", lambda *args, **kwargs: pushed.append((args, kwargs)))
+    monkeypatch.setattr(action100m_hf.hub.push, "push_folder", lambda *args, **kwargs: pushed.append((args, kwargs)))
     run = load_run_module()
     run.publish(str(folder), "someone/my-actions", load_profile("tiny", FAST), [str(videos)], private=True)
     assert pushed == [((str(folder), "someone/my-actions"), {"private": True})]

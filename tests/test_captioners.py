@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from action100m_hf.captioners import (
+from action100m_hf.build.stages.caption.captioners import (
     LLAMA_CAPTION_PROMPT,
     PLM_ACTION_PROMPT,
     PLM_CAPTION_PROMPT,
@@ -16,9 +16,9 @@ from action100m_hf.captioners import (
     caption_tree,
 )
 from action100m_hf.errors import AnnotationError, ErrorRecord, ModelNotAvailableError
-from action100m_hf.frames import VideoDecoder
-from action100m_hf.synthetic import make_scene_video
-from action100m_hf.tree import TreeNode, flatten
+from action100m_hf.data.frames import VideoDecoder
+from action100m_hf.data.synthetic import make_scene_video
+from action100m_hf.data.tree import TreeNode, flatten
 
 UID = "capTest0001"
 FRAMES = 4

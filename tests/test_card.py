@@ -11,10 +11,14 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard
 
-from action100m_hf import layout, schema, views
-from action100m_hf.card import CardError, field_rows, render_card, validate_card, write_card
-from action100m_hf.plots import PLOT_FILES
-from action100m_hf.stats import compute_stats
+from action100m_hf.data import layout
+
+from action100m_hf.data import schema
+
+from action100m_hf.data import views
+from action100m_hf.hub.card import CardError, field_rows, render_card, validate_card, write_card
+from action100m_hf.hub.plots import PLOT_FILES
+from action100m_hf.hub.stats import compute_stats
 
 from test_stats import hub_folder_of, random_tree_rows, reference_stats
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import VJEPA2VideoProcessor
 
-from action100m_hf.encoders import (
+from action100m_hf.build.stages.segment.encoders import (
     PixelEncoder,
     VJEPA2Encoder,
     build_encoder,

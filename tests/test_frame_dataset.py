@@ -9,10 +9,10 @@ import pyarrow as pa
 import pytest
 import torch
 
-from action100m_hf import synthetic
+from action100m_hf.data import synthetic
 from action100m_hf.errors import VideoDecodeError, VideoNotFoundError
-from action100m_hf.frame_dataset import VideoLocator, collate_frames, with_frames
-from action100m_hf.schema import features_for, schema_for
+from action100m_hf.data.frame_dataset import VideoLocator, collate_frames, with_frames
+from action100m_hf.data.schema import features_for, schema_for
 
 SIZE = (64, 48)
 #: (video_uid, start, end) of each row; "gone" has no file, "broken" a corrupt one.

@@ -8,8 +8,8 @@ import pickle
 import numpy as np
 import pytest
 
-from action100m_hf import frames as F
-from action100m_hf import synthetic
+from action100m_hf.data import frames as F
+from action100m_hf.data import synthetic
 from action100m_hf.errors import FrameTimestampError, ModelNotAvailableError, VideoDecodeError, VideoNotFoundError
 
 SIZE = (64, 48)

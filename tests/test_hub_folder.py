@@ -11,8 +11,12 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from action100m_hf import layout, schema, views
-from action100m_hf.card import write_card
+from action100m_hf.data import layout
+
+from action100m_hf.data import schema
+
+from action100m_hf.data import views
+from action100m_hf.hub.card import write_card
 
 from test_card import expected_rows
 from test_stats import hub_folder_of, random_tree_rows

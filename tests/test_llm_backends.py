@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from action100m_hf import prompts
-from action100m_hf.aggregator import parse_annotation
+from action100m_hf.build.stages.aggregate import prompts
+from action100m_hf.build.stages.aggregate.self_refine import parse_annotation
 from action100m_hf.errors import ModelNotAvailableError
-from action100m_hf.llm_backends import (
+from action100m_hf.build.stages.aggregate.backends import (
     PROFILES,
     build_llm_backend,
     harmony_final_text,
@@ -52,7 +52,7 @@ def test_vllm_backend_without_vllm_names_the_package():
 
 def test_harmony_grammar_accepts_analysis_then_final_json_only():
     xgrammar = pytest.importorskip("xgrammar")
-    from action100m_hf.tiny_models import offline_tokenizer
+    from action100m_hf.build.tiny import offline_tokenizer
 
     tokenizer = offline_tokenizer()
     compiler = xgrammar.GrammarCompiler(xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer)))

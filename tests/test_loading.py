@@ -14,10 +14,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from action100m_hf import layout, load, schema, tree, views
+from action100m_hf.data import layout
+
+from action100m_hf import load
+
+from action100m_hf.data import schema
+
+from action100m_hf.data import tree
+
+from action100m_hf.data import views
 from action100m_hf.cli import main as cli_main
 from action100m_hf.errors import ShardReadError, UnknownConfigError
-from action100m_hf.tree import TreeNode
+from action100m_hf.data.tree import TreeNode
 
 from test_tree import small_tree
 
@@ -231,12 +239,12 @@ def test_cli_flatten_and_show(shard, tmp_path, capsys):
 
 def test_cli_errors_are_one_clear_line(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "action100m_hf.cli", "validate", str(tmp_path / "missing.parquet")],
+        [sys.executable, "-m", "action100m_hf", "validate", str(tmp_path / "missing.parquet")],
         capture_output=True, text=True,
     )
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"action100m validate: error: tree source {tmp_path / 'missing.parquet'}: no such file or folder"
-    proc = subprocess.run([sys.executable, "-m", "action100m_hf.cli", "flatten", "x", "y", "--configs", "nope"],
+    proc = subprocess.run([sys.executable, "-m", "action100m_hf", "flatten", "x", "y", "--configs", "nope"],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "unknown config 'nope'" in proc.stderr
 
@@ -264,7 +272,7 @@ def test_same_named_folder_with_other_content_is_not_served_from_cache(tmp_path,
 
 @pytest.mark.parametrize("config", schema.FLAT_CONFIGS)
 def test_projected_flat_batches_equal_full_flattening(shard, config):
-    from action100m_hf.loading import iter_flat_batches
+    from action100m_hf.data.loading import iter_flat_batches
 
     projected = pa.concat_tables(iter_flat_batches(shard, config))
     assert projected.schema == schema.schema_for(config)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from action100m_hf import prompts
-from action100m_hf.tree import annotatable
+from action100m_hf.build.stages.aggregate import prompts
+from action100m_hf.data.tree import annotatable
 
 GOLDEN = Path(__file__).parent / "golden"
 

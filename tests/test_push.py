@@ -10,9 +10,9 @@ import huggingface_hub
 import pytest
 from huggingface_hub.errors import HfHubHTTPError
 
-from action100m_hf.card import CardError, write_card
+from action100m_hf.hub.card import CardError, write_card
 from action100m_hf.cli import main as cli_main
-from action100m_hf.push import PushError, is_transient, push_folder
+from action100m_hf.hub.push import PushError, is_transient, push_folder
 
 from test_stats import hub_folder_of, random_tree_rows
 

@@ -13,9 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from action100m_hf import layout, schema, views
+from action100m_hf.data import layout
+
+from action100m_hf.data import schema
+
+from action100m_hf.data import views
 from action100m_hf.cli import main as cli_main
-from action100m_hf.embeddings import (
+from action100m_hf.resample.embeddings import (
     EmbeddingCacheError,
     RankInfo,
     embed_texts,
@@ -23,8 +27,8 @@ from action100m_hf.embeddings import (
     shard_path,
 )
 from action100m_hf.errors import ModelNotAvailableError, UnknownConfigError
-from action100m_hf.kmeans import cluster_embeddings
-from action100m_hf.resample import (
+from action100m_hf.resample.kmeans import cluster_embeddings
+from action100m_hf.resample.sampling import (
     CLUSTER_SIZE_MEANING,
     EmptyInputError,
     ResampleInputError,
@@ -35,7 +39,7 @@ from action100m_hf.resample import (
     resample_segments,
     sample_over_clusters,
 )
-from action100m_hf.tree import TreeNode, flatten
+from action100m_hf.data.tree import TreeNode, flatten
 
 #: Brief actions of the three internal nodes (root, left, right) of each fixture video.
 #: None: no annotation; "N/A": left out of brief_action; "" and " ": dropped by resampling.
@@ -217,7 +221,7 @@ def test_same_seed_same_output_and_rows_point_to_segments(minilm, tmp_path, back
 
 
 def test_fewer_unique_texts_than_k_reduces_k(minilm, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="action100m_hf.kmeans"):
+    with caplog.at_level(logging.WARNING, logger="action100m_hf.resample.kmeans"):
         result = resample_segments(
             lambda: [fixture_flat()], k=1000, size=100, embedder=minilm, work_dir=tmp_path, seed=0,
         )

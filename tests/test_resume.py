@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from action100m_hf.pipeline import BuildInputError, BuildOptions, StageModels, WorkStore, build, decode_result
-from action100m_hf.profiles import load_profile
+from action100m_hf.build.pipeline import BuildInputError, BuildOptions, StageModels, WorkStore, build, decode_result
+from action100m_hf.build.settings import load_profile
 
 from test_builder import FAST, REPO, RUN, errors_of, fast_reference, tree_rows
 

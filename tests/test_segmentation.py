@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from action100m_hf import cli
-from action100m_hf.encoders import PixelEncoder, build_encoder
+from action100m_hf.build.stages.segment.encoders import PixelEncoder, build_encoder
 from action100m_hf.errors import SegmentationError, VideoDecodeError, VideoNotFoundError
-from action100m_hf.frame_sampling import SampledVideo, probe_video, scaled_size
-from action100m_hf.schema import TREE_SCHEMA
-from action100m_hf.segmentation import (
+from action100m_hf.build.stages.segment.sampling import SampledVideo, probe_video, scaled_size
+from action100m_hf.data.schema import TREE_SCHEMA
+from action100m_hf.build.stages.segment.ward import (
     boundary_times,
     dendrogram_tree,
     segment_video,
@@ -21,7 +21,7 @@ from action100m_hf.segmentation import (
     ward_children,
     ward_tree_nodes,
 )
-from action100m_hf.synthetic import (
+from action100m_hf.data.synthetic import (
     decode_index,
     make_scene_video,
     write_audio_only,
@@ -30,7 +30,7 @@ from action100m_hf.synthetic import (
     write_truncated,
     write_video,
 )
-from action100m_hf.tree import children_map, flatten, node_id, validate
+from action100m_hf.data.tree import children_map, flatten, node_id, validate
 
 #: Six scenes of distinct colour, each with a moving square: (seconds, rgb).
 SIX_SCENES = [

@@ -12,12 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from action100m_hf import schema, tree
+from action100m_hf.data import schema
+
+from action100m_hf.data import tree
 from action100m_hf.cli import main as cli_main
 from action100m_hf.errors import ShardReadError
-from action100m_hf.plots import PLOT_FILES
-from action100m_hf.stats import DURATION_BUCKETS, compute_stats, count_words, stats_from_batches
-from action100m_hf.tree import TreeNode
+from action100m_hf.hub.plots import PLOT_FILES
+from action100m_hf.hub.stats import DURATION_BUCKETS, compute_stats, count_words, stats_from_batches
+from action100m_hf.data.tree import TreeNode
 
 WORDS = ["cut", "the", "paper", "Glue", "a", "photo", "onto", "page", "stir", "soup", "hands", "pen"]
 TEXT_PATHS = {name: path for name, path in schema.FLAT_TEXT_FIELDS["segments"]}
@@ -74,7 +76,7 @@ def random_tree_rows(count: int = 7, seed: int = 0) -> list[dict]:
 
 def hub_folder_of(rows: list[dict], tmp_path_factory, name: str, configs=None) -> Path:
     """A Hub-layout folder `name` written by `layout.write_hub_folder` from tree `rows`."""
-    from action100m_hf import layout
+    from action100m_hf.data import layout
 
     src = tmp_path_factory.mktemp("src") / "part-0.parquet"
     pq.write_table(schema.tree_table(rows), src)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from av.video.frame import PictureType
 
-from action100m_hf import synthetic
+from action100m_hf.data import synthetic
 
 
 def decode_all(path):

@@ -14,8 +14,8 @@ from transformers import (
     PerceptionLMProcessor,
 )
 
-from action100m_hf import tiny_models
-from action100m_hf.tiny_models import (
+from action100m_hf.build import tiny as tiny_models
+from action100m_hf.build.tiny import (
     IMAGE_TOKEN,
     SPECIAL_TOKENS,
     VIDEO_TOKEN,

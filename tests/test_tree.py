@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from action100m_hf import tree
+from action100m_hf.data import tree
 from action100m_hf.errors import TreeValidationError
-from action100m_hf.tree import TreeNode
+from action100m_hf.data.tree import TreeNode
 
 GOLDEN = Path(__file__).parent / "golden"
 UID = "vid_small"

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from action100m_hf import prompts, tree
-from action100m_hf.aggregator import aggregate_rows, parse_annotation
+from action100m_hf.build.stages.aggregate import prompts
+
+from action100m_hf.data import tree
+from action100m_hf.build.stages.aggregate.self_refine import aggregate_rows, parse_annotation
 from action100m_hf.errors import AnnotationError
-from action100m_hf.llm_backends import build_llm_backend
-from action100m_hf.tiny_models import build_tiny_causal_lm
+from action100m_hf.build.stages.aggregate.backends import build_llm_backend
+from action100m_hf.build.tiny import build_tiny_causal_lm
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden"
@@ -159,7 +161,7 @@ def test_in_process_vllm_backend_in_the_vllm_environment(vllm_python, tiny_llama
         "structured_outputs_backend": STRUCTURED_OUTPUTS["backend"],
     }
     command = [
-        str(vllm_python), "-m", "action100m_hf.llm_backends", "--backend", "vllm",
+        str(vllm_python), "-m", "action100m_hf.cli.llm_requests", "--backend", "vllm",
         "--model", str(tiny_llama), "--profile", "tiny", "--settings", json.dumps(settings),
         "--requests", str(requests), "--out", str(out),
     ]  # fmt: skip

@@ -1,0 +1,1 @@
+"""Publishing: statistics, plots, the dataset card and the upload to the Hugging Face Hub."""

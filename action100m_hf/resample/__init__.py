@@ -1,0 +1,1 @@
+"""Semantic resampling (SPEC section 5): dedup, embed, k-means, draw uniformly over clusters."""
