@@ -21,10 +21,11 @@ from action100m_hf.build.pipeline import (
     build,
     discover_videos,
     read_metadata,
-    shard_by_duration,
+
     with_oom_retry,
 )
 from action100m_hf.build.settings import load_profile, stage_keys
+from action100m_hf.sharding import shard_by_duration
 from action100m_hf.data.tree import annotatable, validate
 
 REPO = Path(__file__).resolve().parents[1]

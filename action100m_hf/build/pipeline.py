@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import glob as globlib
 import hashlib
-import heapq
 import json
 import os
 import sys
@@ -26,6 +25,7 @@ import pyarrow.parquet as pq
 
 from action100m_hf.errors import Action100MError, AnnotationError, ErrorRecord, VideoNotFoundError, is_out_of_memory
 from action100m_hf.build.settings import Profile, stage_keys
+from action100m_hf.sharding import shard_by_duration
 from action100m_hf.data.schema import ERRORS_SCHEMA, FLAT_CONFIGS, METADATA_FIELDS, tree_table
 from action100m_hf.data.tree import annotatable, validate
 
@@ -204,20 +204,6 @@ def probe_duration(path: str) -> float:
     except (OSError, av.FFmpegError, ValueError):
         pass
     return 0.0
-
-
-def shard_by_duration(durations: dict[str, float], world_size: int) -> list[list[str]]:
-    """Video uids per rank, balanced by total duration (longest first onto the least-loaded rank).
-
-    Deterministic: ties break by uid and by rank index; each rank's list is sorted by uid.
-    """
-    loads = [(0.0, rank) for rank in range(world_size)]
-    shards: list[list[str]] = [[] for _ in range(world_size)]
-    for uid in sorted(durations, key=lambda u: (-durations[u], u)):
-        load, rank = heapq.heappop(loads)
-        shards[rank].append(uid)
-        heapq.heappush(loads, (load + durations[uid], rank))
-    return [sorted(shard) for shard in shards]
 
 
 # --- the work folder --------------------------------------------------------------------------
