@@ -15,7 +15,7 @@ from action100m_hf.build.stages.caption.captioners import (
     build_captioner,
     caption_tree,
 )
-from action100m_hf.errors import AnnotationError, ErrorRecord, ModelNotAvailableError
+from action100m_hf.errors import AnnotationError, ModelNotAvailableError, VideoNotFoundError
 from action100m_hf.data.frames import VideoDecoder
 from action100m_hf.data.synthetic import make_scene_video
 from action100m_hf.data.tree import TreeNode, flatten
@@ -47,14 +47,18 @@ def nodes():
     return flatten(UID, root)
 
 
+#: The tiny captioners' settings besides the generation ones.
+TINY = dict(model="tiny", backend="transformers", device=None, dtype=None, seed=0)
+
+
 @pytest.fixture(scope="module")
 def plm(cache):
-    return build_captioner("plm", profile="tiny", batch_size=3, max_new_tokens=6, num_frames=FRAMES, frame_size=SIZE)
+    return build_captioner("plm", **TINY, batch_size=3, max_new_tokens=6, num_frames=FRAMES, frame_size=SIZE)
 
 
 @pytest.fixture(scope="module")
 def llama(cache):
-    return build_captioner("llama", profile="tiny", batch_size=2, max_new_tokens=6)
+    return build_captioner("llama", **TINY, batch_size=2, max_new_tokens=6, num_frames=1, frame_size=None)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +71,8 @@ def is_leaf(node, nodes):
 
 
 def test_every_node_gets_plm_fields_and_only_leaves_get_llama(nodes, captioned):
-    out, errors = captioned
-    assert errors == []
+    out, failures = captioned
+    assert failures == {}
     assert [n["node_id"] for n in out] == [n["node_id"] for n in nodes]
     assert [(n["start"], n["end"]) for n in out if is_leaf(n, out)] == [(2.0, 4.0), (0.0, 1.0), (1.0, 2.0)]
     for node in out:
@@ -114,7 +118,8 @@ def test_prompts_follow_the_chat_template(plm, llama):
 
 
 def test_plain_prompt_for_a_base_model(cache, video):
-    base = build_captioner("llama", profile="tiny", max_new_tokens=4, use_chat_template=False)
+    base = build_captioner("llama", **TINY, batch_size=8, max_new_tokens=4, num_frames=1, frame_size=None,
+                           use_chat_template=False)
     assert base.prompt_text(LLAMA_CAPTION_PROMPT) == "<|image|>Describe this image in detail."
     frames = VideoDecoder(backend="pyav").frames_at(video, [0.5]).frames
     inputs = base.processor(text=[base.prompt_text(LLAMA_CAPTION_PROMPT)], images=[[frames[0]]])
@@ -142,14 +147,14 @@ def test_failures_are_recorded_per_node_and_the_others_go_on(nodes, video, plm, 
     )  # fmt: skip
     failing.bad_node = nodes[2]["node_id"]  # the leaf [2, 4]
     bad_times = dict(nodes[4], node_id="reversed-node", start=3.0, end=1.0)
-    out, errors = caption_tree(nodes + [bad_times], video, failing, llama, decoder=VideoDecoder(backend="pyav"))
+    out, failures = caption_tree(nodes + [bad_times], video, failing, llama, decoder=VideoDecoder(backend="pyav"))
     expected, _ = captioned
-    assert [e.node_id for e in errors] == [nodes[2]["node_id"], "reversed-node"]
-    assert all(e.video_uid == UID and e.stage == "caption" for e in errors)
-    assert f"generation failed on {nodes[2]['node_id']}" in errors[0].error
-    assert "plm_caption" in errors[0].error and "plm_action" in errors[0].error
-    assert errors[1].error.startswith("plm frames: segment end 1.0 is before its start 3.0")
-    assert "llama frames: segment end 1.0 is before its start 3.0" in errors[1].error
+    assert list(failures) == [nodes[2]["node_id"], "reversed-node"]
+    reasons = list(failures.values())
+    assert f"generation failed on {nodes[2]['node_id']}" in reasons[0]
+    assert "plm_caption" in reasons[0] and "plm_action" in reasons[0]
+    assert reasons[1].startswith("plm frames: segment end 1.0 is before its start 3.0")
+    assert "llama frames: segment end 1.0 is before its start 3.0" in reasons[1]
     # The failing node keeps its PLM fields unset; its Llama caption comes from the other model.
     assert out[2]["plm_caption"] is None and out[2]["plm_action"] is None
     assert out[2]["llama3_caption"] == expected[2]["llama3_caption"] is not None
@@ -160,11 +165,11 @@ def test_failures_are_recorded_per_node_and_the_others_go_on(nodes, video, plm, 
             assert (got["plm_caption"], got["plm_action"]) == (want["plm_caption"], want["plm_action"])
 
 
-def test_missing_video_is_one_record(nodes, tmp_path, plm):
+def test_missing_video_names_the_video_and_file(nodes, tmp_path, plm):
     missing = tmp_path / "nowhere.mp4"
-    out, errors = caption_tree(nodes, missing, plm, None)
-    assert out == nodes and out[0] is not nodes[0]
-    assert errors == [ErrorRecord("nowhere", "caption", None, f"video file not found: {missing}")]
+    with pytest.raises(VideoNotFoundError) as error:
+        caption_tree(nodes, missing, plm, None)
+    assert str(error.value) == f"video nowhere: file not found: {missing}"
 
 
 @pytest.mark.parametrize(
@@ -191,13 +196,16 @@ def test_image_captioner_takes_one_frame(llama):
 def test_unavailable_models_and_backends_are_named(tmp_path):
     missing = tmp_path / "no-such-model"
     with pytest.raises(ModelNotAvailableError, match=f"cannot load the plm captioner model '{missing}'"):
-        build_captioner("plm", model_id=str(missing))
+        build_captioner("plm", **{**SMALL, "model": str(missing)})
     with pytest.raises(ModelNotAvailableError, match="MllamaForConditionalGeneration.*0.10.2"):
-        build_captioner("llama", backend="vllm")
+        build_captioner("llama", **{**SMALL, "backend": "vllm"})
     with pytest.raises(ModelNotAvailableError, match="no PerceptionLM implementation"):
-        build_captioner("plm", backend="vllm")
+        build_captioner("plm", **{**SMALL, "backend": "vllm"})
     with pytest.raises(ValueError, match="unknown captioner kind 'blip'"):
-        build_captioner("blip")
+        build_captioner("blip", **SMALL)
+
+
+SMALL = dict(TINY, batch_size=1, max_new_tokens=2, num_frames=2, frame_size=28)
 
 
 class OutOfMemoryOnNode(Captioner):
@@ -224,9 +232,9 @@ def test_out_of_memory_on_a_batch_is_raised_and_alone_is_recorded(nodes, video, 
     with pytest.raises(torch.OutOfMemoryError):
         caption_tree(nodes, video, captioner(4), llama, decoder=VideoDecoder(backend="pyav"))
     # One request per batch: only that node fails, with a record; the others are captioned.
-    out, errors = caption_tree(nodes, video, captioner(1), llama, decoder=VideoDecoder(backend="pyav"))
-    assert [(e.node_id, e.stage) for e in errors] == [(nodes[2]["node_id"], "caption")]
-    assert "out of memory" in errors[0].error
+    out, failures = caption_tree(nodes, video, captioner(1), llama, decoder=VideoDecoder(backend="pyav"))
+    assert list(failures) == [nodes[2]["node_id"]]
+    assert "out of memory" in failures[nodes[2]["node_id"]]
     expected, _ = captioned
     assert [n["plm_caption"] for i, n in enumerate(out) if i != 2] == [
         n["plm_caption"] for i, n in enumerate(expected) if i != 2

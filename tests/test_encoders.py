@@ -14,9 +14,9 @@ from action100m_hf.build.stages.segment.encoders import (
     VJEPA2Encoder,
     build_encoder,
     sliding_window_features,
-    tiny_vjepa2,
     window_starts,
 )
+from action100m_hf.build.stages.segment.tiny import tiny_vjepa2
 from action100m_hf.errors import ModelNotAvailableError
 
 
@@ -102,7 +102,7 @@ def test_sliding_windows_hold_a_bounded_number_of_frames():
 
 @pytest.fixture(scope="module")
 def tiny_encoder() -> VJEPA2Encoder:
-    return build_encoder("tiny", batch_size=3)
+    return build_encoder("vjepa2", model="tiny", device=None, dtype=None, batch_size=3, seed=0)
 
 
 def test_tiny_profile_is_seeded_and_cpu_sized(tiny_encoder):
@@ -160,12 +160,12 @@ def test_vjepa2_features_equal_a_direct_window_by_window_computation(tiny_encode
 
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(ModelNotAvailableError, match=f"cannot load V-JEPA 2 model '{tmp_path}'"):
-        build_encoder("vjepa2", model_id=str(tmp_path))
+        build_encoder("vjepa2", model=str(tmp_path), device=None, dtype=None, batch_size=1, seed=0)
 
 
 def test_unknown_encoder_lists_the_names():
-    with pytest.raises(ValueError, match="unknown encoder 'clip'; the encoders are: pixel, tiny, vjepa2"):
-        build_encoder("clip")
+    with pytest.raises(ValueError, match="unknown encoder 'clip'; the encoders are: vjepa2, pixel"):
+        build_encoder("clip", model=None, device=None, dtype=None, batch_size=1, seed=0)
 
 
 # --- pixel ------------------------------------------------------------------------------------

@@ -10,13 +10,12 @@ import pytest
 
 from action100m_hf.build.stages.aggregate import prompts
 from action100m_hf.build.stages.aggregate.self_refine import parse_annotation
-from action100m_hf.errors import ModelNotAvailableError
-from action100m_hf.build.stages.aggregate.backends import (
-    PROFILES,
-    build_llm_backend,
-    harmony_final_text,
-    harmony_structural_tag,
-)
+from action100m_hf.build.settings import load_profile
+from action100m_hf.build.stages.aggregate.backends import Generation, build_llm_backend
+from action100m_hf.build.stages.aggregate.backends.base import harmony_final_text, harmony_structural_tag
+from action100m_hf.build.stages.aggregate.backends.transformers_backend import token_batches
+from action100m_hf.build.stages.aggregate.stage import AggregateStage
+from action100m_hf.errors import ModelNotAvailableError, ProfileError
 
 FINAL = {
     "summary": {"brief": "A cook fries onions.", "detailed": "The cook stirs onions in a pan."},
@@ -24,30 +23,48 @@ FINAL = {
 }
 
 
+def tiny_generation(model: str) -> Generation:
+    return Generation(model=model, reasoning_effort=None, max_string_length=24, max_new_tokens=200, temperature=0.0)
+
+
 def test_paper_profile_is_gpt_oss_120b_with_high_reasoning():
-    paper = PROFILES["paper"]
+    paper = load_profile("paper")["aggregate"]
     assert (paper.model, paper.reasoning_effort, paper.max_string_length) == ("openai/gpt-oss-120b", "high", None)
-    assert PROFILES["tiny"].max_string_length == 24
+    assert (paper.backend, paper.rounds, paper.temperature) == ("vllm", 3, 1.0)
+    assert load_profile("tiny")["aggregate"].max_string_length == 24
 
 
-def test_unknown_backend_and_profile_are_named():
-    with pytest.raises(ValueError, match=r"unknown LLM backend 'llamacpp'; expected one of \['vllm', 'openai', 'transformers'\]"):
-        build_llm_backend("llamacpp")
-    with pytest.raises(ValueError, match=r"unknown LLM profile 'huge'; expected one of \['paper', 'tiny'\]"):
-        build_llm_backend("transformers", profile="huge")
+def test_unknown_backend_and_bad_backend_settings_are_named():
+    with pytest.raises(ValueError, match=r"unknown LLM backend 'llamacpp'; expected one of vllm, openai, transformers"):
+        build_llm_backend("llamacpp", tiny_generation("x"), seed=0)
+    with pytest.raises(ProfileError, match=r"aggregate.backends.transformers: missing max_batch_tokens; unknown batch "):
+        build_llm_backend("transformers", tiny_generation("x"), seed=0, max_batch_size=2, batch=3)
 
 
 def test_missing_model_folder_is_a_model_not_available_error(tmp_path):
     missing = tmp_path / "no-such-model"
     with pytest.raises(ModelNotAvailableError, match=f"transformers cannot load model '{missing}'"):
-        build_llm_backend("transformers", model=str(missing), profile="tiny")
+        build_llm_backend("transformers", tiny_generation(str(missing)), seed=0, max_batch_size=2, max_batch_tokens=64)
 
 
 def test_vllm_backend_without_vllm_names_the_package():
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is importable here; tests/test_vllm_cpu.py covers the backend")
     with pytest.raises(ModelNotAvailableError, match="the vllm backend needs the package vllm"):
-        build_llm_backend("vllm", model="any", profile="tiny")
+        build_llm_backend("vllm", tiny_generation("any"), seed=0, structured_outputs_backend="guidance")
+
+
+@pytest.mark.parametrize(
+    "lengths, size, tokens, batches",
+    [
+        ([5, 9, 3, 9], 8, 100, [[1, 3, 0, 2]]),  # longest first, ties by index
+        ([5, 9, 3, 9], 2, 100, [[1, 3], [0, 2]]),  # at most `size` prompts
+        ([5, 9, 3, 9], 8, 20, [[1, 3], [0, 2]]),  # 9 x 3 > 20: the third would overflow
+        ([50, 4], 8, 20, [[0], [1]]),  # longer than the bound: alone
+    ],
+)
+def test_token_batches_bound_prompts_and_padded_tokens(lengths, size, tokens, batches):
+    assert token_batches(lengths, size, tokens) == batches
 
 
 def test_harmony_grammar_accepts_analysis_then_final_json_only():
@@ -56,7 +73,7 @@ def test_harmony_grammar_accepts_analysis_then_final_json_only():
 
     tokenizer = offline_tokenizer()
     compiler = xgrammar.GrammarCompiler(xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer)))
-    grammar = compiler.compile_structural_tag(json.dumps(harmony_structural_tag(prompts.response_schema())))
+    grammar = compiler.compile_structural_tag(json.dumps(harmony_structural_tag(prompts.response_schema(None))))
     completion = (
         "<|channel|>analysis<|message|>The captions agree: onions, a pan.<|end|>"
         "<|start|>assistant<|channel|>final<|message|>" + json.dumps(FINAL, separators=(",", ":"))
@@ -77,7 +94,9 @@ def test_harmony_final_text_takes_the_final_channel():
 
 
 def test_transformers_backend_output_follows_the_schema():
-    backend = build_llm_backend("transformers", profile="tiny", batch_size=2)
+    tiny = load_profile("tiny", ["aggregate.backends.transformers.max_batch_size=2"])
+    backend = AggregateStage(tiny["aggregate"], tiny.run).models
+    assert (backend.batch_size, backend.max_batch_tokens) == (2, 32768)
     schema = prompts.response_schema(backend.max_string_length)
     conversations = [
         [{"role": "user", "content": "Describe the video."}],

@@ -74,6 +74,9 @@ RELEASE_RESPONSE_STRUCTURE = {
 def row() -> dict:
     return json.loads((GOLDEN / "stage3_tree.json").read_text())
 
+#: The paper's depths of the global tree and of the node's subtree.
+DEPTHS = dict(global_depth=3, subtree_depth=3)
+
 
 def test_task_text_is_the_release_wording_with_the_two_defects_fixed():
     fixed_placeholder = RELEASE_TASK_TEMPLATE.replace("{response_strucutre}", "{response_structure}")
@@ -98,7 +101,7 @@ def test_task_template_fills_every_placeholder():
 
 
 def test_schema_keeps_the_release_fields_and_descriptions_and_closes_the_objects():
-    schema = prompts.response_schema()
+    schema = prompts.response_schema(None)
     for group, release in RELEASE_RESPONSE_STRUCTURE["properties"].items():
         ours = schema["properties"][group]
         assert ours["required"] == list(release["properties"])
@@ -128,19 +131,19 @@ def test_metadata_yaml_holds_title_description_and_transcript(row):
 @pytest.mark.parametrize("start,end", [(0.0, 20.0), (5.0, 12.0)])
 def test_prompt_equals_golden_file(row, start, end):
     node = next(n for n in row["nodes"] if (n["start"], n["end"]) == (start, end))
-    [prompt] = prompts.node_prompts(row["metadata"], row["nodes"], [node], prompts.response_schema())
+    [prompt] = prompts.node_prompts(row["metadata"], row["nodes"], [node], prompts.response_schema(None), **DEPTHS)
     golden = GOLDEN / f"stage3_prompt_{start:g}-{end:g}.md"
     assert prompt.text == golden.read_text(encoding="utf-8")
 
 
 def test_shared_part_is_identical_across_nodes_and_free_of_node_times(row):
     targets = annotatable(row["nodes"])
-    built = prompts.node_prompts(row["metadata"], row["nodes"], targets, prompts.response_schema())
+    built = prompts.node_prompts(row["metadata"], row["nodes"], targets, prompts.response_schema(None), **DEPTHS)
     assert [p.node_id for p in built] == [n["node_id"] for n in targets]
     assert len({p.shared for p in built}) == 1
     shared = built[0].shared
     assert shared.startswith("\n# Video metadata\n\n```yaml\ntitle: Quick fried onions\n")
-    assert "## output\n" + json.dumps(prompts.response_schema(), ensure_ascii=False) + "\n" in shared
+    assert "## output\n" + json.dumps(prompts.response_schema(None), ensure_ascii=False) + "\n" in shared
     for prompt, node in zip(built, targets):
         times = f"segment ({node['start']:.2f} to {node['end']:.2f}) only"
         assert times not in shared and times in prompt.own
@@ -151,10 +154,10 @@ def test_shared_part_is_identical_across_nodes_and_free_of_node_times(row):
 
 def test_prompt_holds_the_whole_task_text_in_two_parts(row):
     node = annotatable(row["nodes"])[1]
-    [prompt] = prompts.node_prompts(row["metadata"], row["nodes"], [node], prompts.response_schema())
+    [prompt] = prompts.node_prompts(row["metadata"], row["nodes"], [node], prompts.response_schema(None), **DEPTHS)
     times = dict(start_time="0.00", end_time="12.00", global_start_time="0.00", global_end_time="20.00")
     shared_task = prompts.GUIDELINES_HEAD + prompts.GUIDELINES_TAIL.format(
-        response_structure=json.dumps(prompts.response_schema(), ensure_ascii=False)
+        response_structure=json.dumps(prompts.response_schema(None), ensure_ascii=False)
     )
     assert prompt.shared.endswith(shared_task)
     assert prompt.own.endswith(prompts.TASK_INTRO.format(**times) + prompts.SEGMENT_SCOPE.format(**times))
@@ -162,9 +165,9 @@ def test_prompt_holds_the_whole_task_text_in_two_parts(row):
 
 def test_release_order_prompt_has_the_same_content(row):
     node = annotatable(row["nodes"])[1]
-    schema = prompts.response_schema()
-    [prompt] = prompts.node_prompts(row["metadata"], row["nodes"], [node], schema)
-    release = prompts.release_order_prompt(row["metadata"], row["nodes"], node, schema)
+    schema = prompts.response_schema(None)
+    [prompt] = prompts.node_prompts(row["metadata"], row["nodes"], [node], schema, **DEPTHS)
+    release = prompts.release_order_prompt(row["metadata"], row["nodes"], node, schema, **DEPTHS)
     assert sorted(release.splitlines()) == sorted(prompt.text.splitlines())
     assert release != prompt.text
 
@@ -182,7 +185,8 @@ def test_refine_turn_appends_draft_and_instruction():
 def test_official_sample_prompts_share_one_prefix(official_sample):
     targets = annotatable(official_sample["nodes"])
     built = prompts.node_prompts(
-        official_sample["metadata"], official_sample["nodes"], targets, prompts.response_schema()
+        official_sample["metadata"], official_sample["nodes"], targets, prompts.response_schema(None),
+        global_depth=3, subtree_depth=3,
     )
     assert len(built) == 262
     assert len({p.shared for p in built}) == 1

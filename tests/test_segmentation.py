@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from action100m_hf import cli
+from action100m_hf.build.stages.segment.stage import video_metadata
 from action100m_hf.build.stages.segment.encoders import PixelEncoder, build_encoder
 from action100m_hf.errors import SegmentationError, VideoDecodeError, VideoNotFoundError
 from action100m_hf.build.stages.segment.sampling import SampledVideo, probe_video, scaled_size
@@ -17,7 +18,6 @@ from action100m_hf.build.stages.segment.ward import (
     boundary_times,
     dendrogram_tree,
     segment_video,
-    tree_row,
     ward_children,
     ward_tree_nodes,
 )
@@ -41,6 +41,10 @@ SIX_SCENES = [
     (3.1, (40, 200, 210)),
     (2.4, (190, 40, 200)),
 ]
+
+
+def _row(video_uid: str, result) -> dict:
+    return {"video_uid": video_uid, "metadata": video_metadata(None, result.duration), "nodes": result.nodes}
 
 
 def _spans(nodes):
@@ -72,7 +76,7 @@ def _assert_release_shape(row: dict, fps: float, duration: float, min_leaf: floa
 def test_ward_tree_nodes_hand_made_case():
     # fps 8: a sampled frame lasts 0.5 s and boundaries lie at 0.5 i - 0.25.
     features = np.array([[0.0], [1.0], [10.0], [11.0], [13.0], [40.0]])
-    nodes = ward_tree_nodes(features, fps=8.0, duration=3.0, video_uid="hand")
+    nodes = ward_tree_nodes(features, fps=8.0, duration=3.0, video_uid="hand", min_leaf=0.5)
     # Ward merges {0,1}, {2,3}, {2,3,4}, {0..4}, then the root. {0,1} is a leaf because its
     # halves last 0.25 s and 0.5 s; {2,3,4} splits into 1.0 s + exactly 0.5 s.
     assert _spans(nodes) == [
@@ -115,7 +119,7 @@ def test_random_features_give_release_shaped_trees(fps):
     rng = np.random.default_rng(int(fps))
     features = np.cumsum(rng.standard_normal((400, 8)), axis=0)  # drifting, like real video
     duration = 4 * 400 / fps
-    nodes = ward_tree_nodes(features, fps, duration, "rand")
+    nodes = ward_tree_nodes(features, fps, duration, "rand", min_leaf=0.5)
     row = {"video_uid": "rand", "metadata": None, "nodes": nodes}
     _assert_release_shape(row, fps, duration)
     assert len(nodes) > 20
@@ -126,17 +130,17 @@ def test_random_features_give_release_shaped_trees(fps):
 
 
 def test_fewer_than_two_half_second_spans_is_a_single_root_leaf():
-    nodes = ward_tree_nodes(np.array([[0.0], [9.0]]), fps=25.0, duration=0.3, video_uid="short")
+    nodes = ward_tree_nodes(np.array([[0.0], [9.0]]), fps=25.0, duration=0.3, video_uid="short", min_leaf=0.5)
     assert _spans(nodes) == [(0, 0.0, 0.3)]
-    nodes = ward_tree_nodes(np.array([[1.0]]), fps=25.0, duration=0.04, video_uid="one")
+    nodes = ward_tree_nodes(np.array([[1.0]]), fps=25.0, duration=0.04, video_uid="one", min_leaf=0.5)
     assert _spans(nodes) == [(0, 0.0, 0.04)]
 
 
 def test_ward_tree_nodes_rejects_empty_features_and_short_duration():
     with pytest.raises(SegmentationError, match="video empty: no sampled frames"):
-        ward_tree_nodes(np.zeros((0, 4)), 25.0, 1.0, "empty")
+        ward_tree_nodes(np.zeros((0, 4)), 25.0, 1.0, "empty", min_leaf=0.5)
     with pytest.raises(SegmentationError, match=r"video late: duration 0\.100 s ends before"):
-        ward_tree_nodes(np.zeros((5, 4)), 25.0, 0.1, "late")
+        ward_tree_nodes(np.zeros((5, 4)), 25.0, 0.1, "late", min_leaf=0.5)
 
 
 def test_deep_unbalanced_dendrogram_does_not_hit_the_recursion_limit():
@@ -222,7 +226,7 @@ def test_huge_resolution_is_scaled_while_decoding(tmp_path):
     video = SampledVideo(path, shorter_side=32)
     assert (video.info.width, video.info.height) == (3840, 2160)
     assert [f.shape for f in video] == [(32, 56, 3)]
-    result = segment_video(path, "uhd", PixelEncoder())
+    result = segment_video(path, "uhd", PixelEncoder(), min_leaf=0.5)
     assert _spans(result.nodes) == [(0, 0.0, 0.12)]
 
 
@@ -238,10 +242,10 @@ def six_scene_video(tmp_path_factory):
 
 def test_pixel_tree_recovers_planted_scenes_as_top_level_splits(six_scene_video):
     path, cuts = six_scene_video
-    result = segment_video(path, "six", PixelEncoder())
+    result = segment_video(path, "six", PixelEncoder(), min_leaf=0.5)
     nodes = result.nodes
     assert result.num_sampled == -(-sum(round(s * 25) for s, _ in SIX_SCENES) // 4)
-    _assert_release_shape(tree_row("six", result), 25.0, result.duration)
+    _assert_release_shape(_row("six", result), 25.0, result.duration)
     # Every planted scene is a node (within one sampled frame, 4 native frames), so every
     # split above the scenes is a planted cut: the planted cuts are the tree's top splits.
     tolerance = 4 / 25.0 + 1e-6
@@ -272,22 +276,22 @@ def _descendants_or_self(tops, kids):
 def test_scene_videos_give_release_shaped_trees(tmp_path, fps):
     path = tmp_path / "scenes.mkv"
     make_scene_video(path, 7, fps=fps, size=(96, 72))
-    result = segment_video(path, "scenes", PixelEncoder())
+    result = segment_video(path, "scenes", PixelEncoder(), min_leaf=0.5)
     assert result.fps == pytest.approx(fps)
-    _assert_release_shape(tree_row("scenes", result), fps, result.duration)
+    _assert_release_shape(_row("scenes", result), fps, result.duration)
     assert len(result.nodes) >= 9
 
 
 def test_tiny_vjepa2_runs_end_to_end_on_cpu(tmp_path):
     # 9.2 s at 25 fps: 58 sampled frames (one padded window) and 14.4 s: 90 (four windows).
-    encoder = build_encoder("tiny")
+    encoder = build_encoder("vjepa2", model="tiny", device=None, dtype=None, batch_size=4, seed=0)
     for seconds in (9.2, 14.4):
         path = tmp_path / f"tiny{seconds}.mp4"
         scenes = [(seconds / 3, (220, 30, 30)), (seconds / 3, (30, 220, 30)), (seconds / 3, (30, 30, 220))]
         make_scene_video(path, scenes, fps=25.0, size=(96, 72))
-        result = segment_video(path, "tiny", encoder)
+        result = segment_video(path, "tiny", encoder, min_leaf=0.5)
         assert result.num_sampled == -(-round(seconds * 25) // 4)
-        _assert_release_shape(tree_row("tiny", result), 25.0, result.duration)
+        _assert_release_shape(_row("tiny", result), 25.0, result.duration)
         assert len(result.nodes) >= 3
 
 
@@ -296,13 +300,13 @@ def test_tiny_vjepa2_runs_end_to_end_on_cpu(tmp_path):
 
 def test_missing_file_names_video_and_path(tmp_path):
     with pytest.raises(SegmentationError, match=r"video gone: .*nothing\.mp4: no such video file"):
-        segment_video(tmp_path / "nothing.mp4", "gone", PixelEncoder())
+        segment_video(tmp_path / "nothing.mp4", "gone", PixelEncoder(), min_leaf=0.5)
 
 
 def test_unreadable_file_names_video_and_path(tmp_path):
     path = write_corrupt(tmp_path / "junk.mp4")
     with pytest.raises(SegmentationError, match=r"video junk: .*junk\.mp4: cannot open as a video container"):
-        segment_video(path, "junk", PixelEncoder())
+        segment_video(path, "junk", PixelEncoder(), min_leaf=0.5)
     with pytest.raises(VideoDecodeError, match="junk.mp4"):
         probe_video(path)
 
@@ -311,7 +315,7 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
     path = write_audio_only(tmp_path / "voice.m4a")
     message = r"video voice: .*voice\.m4a: no video stream \(streams: audio\)"
     with pytest.raises(SegmentationError, match=message):
-        segment_video(path, "voice", PixelEncoder())
+        segment_video(path, "voice", PixelEncoder(), min_leaf=0.5)
 
 
 def test_no_decodable_frame_is_an_error_and_one_frame_is_a_root_leaf(tmp_path):
@@ -319,21 +323,21 @@ def test_no_decodable_frame_is_an_error_and_one_frame_is_a_root_leaf(tmp_path):
     write_indexed_video(whole, 200, fps=25.0)
     header_only = write_truncated(whole, tmp_path / "header.mkv", 0.05)
     with pytest.raises(SegmentationError, match=r"video hdr: .*header\.mkv: no decodable video frame"):
-        segment_video(header_only, "hdr", PixelEncoder())
+        segment_video(header_only, "hdr", PixelEncoder(), min_leaf=0.5)
     single = tmp_path / "single.mp4"
     write_indexed_video(single, 1, fps=25.0)
-    result = segment_video(single, "single", PixelEncoder())
+    result = segment_video(single, "single", PixelEncoder(), min_leaf=0.5)
     assert _spans(result.nodes) == [(0, 0.0, 0.04)] and result.num_sampled == 1
-    assert validate(tree_row("single", result)) == []
+    assert validate(_row("single", result)) == []
 
 
 def test_truncated_video_gives_the_tree_of_its_decodable_prefix(tmp_path):
     whole = tmp_path / "whole.mkv"
     write_indexed_video(whole, 200, fps=25.0)
     cut = write_truncated(whole, tmp_path / "cut.mkv", 0.5)
-    result = segment_video(cut, "cut", PixelEncoder())
+    result = segment_video(cut, "cut", PixelEncoder(), min_leaf=0.5)
     assert 0 < result.duration < 8.0
-    _assert_release_shape(tree_row("cut", result), 25.0, result.duration)
+    _assert_release_shape(_row("cut", result), 25.0, result.duration)
 
 
 def test_missing_file_error_type_from_the_sampler(tmp_path):
@@ -344,23 +348,31 @@ def test_missing_file_error_type_from_the_sampler(tmp_path):
 # --- command line ---------------------------------------------------------------------------
 
 
-def test_cli_segment_writes_one_valid_tree_row(six_scene_video, tmp_path, capsys):
+@pytest.mark.slow
+def test_cli_segment_runs_the_segment_stage_into_an_output_folder(six_scene_video, tmp_path, capsys):
     path, _ = six_scene_video
-    out = tmp_path / "out" / "six.parquet"
-    assert cli.main(["segment", str(path), "--encoder", "pixel", "--out", str(out)]) == 0
-    table = pq.read_table(out)
-    assert table.schema == TREE_SCHEMA and table.num_rows == 1
+    out = tmp_path / "out"
+    args = ["segment", str(path), "--profile", "tiny", "--encoder", "pixel", "-o", str(out), "--quiet"]
+    assert cli.main(args) == 0
+    (shard,) = sorted((out / "tree").glob("train-*.parquet"))
+    table = pq.read_table(shard)
+    assert table.schema.remove_metadata() == TREE_SCHEMA and table.num_rows == 1
     row = table.to_pylist()[0]
     assert row["video_uid"] == "six" and row["metadata"]["duration"] == 17
     assert row["metadata"]["title"] is None
     assert validate(row) == []
-    assert row["nodes"] == segment_video(path, "six", PixelEncoder()).nodes
-    assert "six:" in capsys.readouterr().out
+    assert row["nodes"] == segment_video(path, "six", PixelEncoder(), min_leaf=0.5).nodes
+    assert all(n["plm_caption"] is None and n["gpt"] is None for n in row["nodes"])
+    printed = capsys.readouterr().out
+    assert "segment" in printed and "1 videos computed: 1 new" in printed
 
 
 def test_cli_segment_error_names_the_file_and_writes_nothing(tmp_path, capsys):
     path = write_corrupt(tmp_path / "bad.mp4")
-    out = tmp_path / "bad.parquet"
-    assert cli.main(["segment", str(path), "--encoder", "pixel", "--out", str(out)]) == 1
-    assert "bad.mp4" in capsys.readouterr().err
-    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+    out = tmp_path / "out"
+    args = ["segment", str(path), "--profile", "tiny", "--encoder", "pixel", "-o", str(out), "--quiet"]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("action100m segment: error: none of the 1 videos got a tree")
+    assert "bad.mp4" in err and str(tmp_path) not in err
+    assert not (out / "tree").exists() and not (out / "README.md").exists()

@@ -15,15 +15,9 @@ from transformers import (
 )
 
 from action100m_hf.build import tiny as tiny_models
-from action100m_hf.build.tiny import (
-    IMAGE_TOKEN,
-    SPECIAL_TOKENS,
-    VIDEO_TOKEN,
-    build_tiny_causal_lm,
-    build_tiny_mllama,
-    build_tiny_perception_lm,
-    offline_tokenizer,
-)
+from action100m_hf.build.stages.aggregate.tiny import build_tiny_causal_lm
+from action100m_hf.build.stages.caption.tiny import build_tiny_mllama, build_tiny_perception_lm
+from action100m_hf.build.tiny import IMAGE_TOKEN, SPECIAL_TOKENS, VIDEO_TOKEN, offline_tokenizer
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +28,8 @@ def _private_cache(tmp_path_factory, monkeypatch):
 def test_tokenizer_is_deterministic_and_carries_the_special_tokens():
     first, second = offline_tokenizer(), offline_tokenizer()
     assert first.get_vocab() == second.get_vocab()
-    assert len(first) == tiny_models.DEFAULT_VOCAB_SIZE
+    # The corpus runs out of merges before the cap: every word of it is then a token.
+    assert len(first) < tiny_models.DEFAULT_VOCAB_SIZE
     # Special tokens come first, in their declared order.
     assert [first.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == list(range(len(SPECIAL_TOKENS)))
     assert (first.image_token, first.video_token) == (IMAGE_TOKEN, VIDEO_TOKEN)
@@ -44,6 +39,9 @@ def test_tokenizer_is_deterministic_and_carries_the_special_tokens():
     assert first.tokenize("A man cuts the onion in the kitchen.") == [
         "A", "Ġman", "Ġcuts", "Ġthe", "Ġonion", "Ġin", "Ġthe", "Ġkitchen", ".",
     ]  # fmt: skip
+    # The stage-3 prompt's own text is in the corpus: its words are whole tokens too, so a tiny
+    # model's prompts are about as many tokens as a real tokenizer makes of them.
+    assert first.tokenize("Guidelines and requirements:") == ["Guidelines", "Ġand", "Ġrequirements", ":"]
     assert first.decode(first("Zebra ünïcode 🙂")["input_ids"]) == "Zebra ünïcode 🙂"
     assert offline_tokenizer(vocab_size=400).__len__() == 400
 
@@ -77,8 +75,8 @@ def test_tokenizer_round_trips_through_save_pretrained(tmp_path):
 
 @pytest.mark.parametrize("arch", ["llama", "gpt_oss"])
 def test_causal_lm_loads_and_generates_deterministically(arch, tmp_path):
-    folder = build_tiny_causal_lm(arch, tmp_path / "a")
-    again = build_tiny_causal_lm(arch, tmp_path / "b")
+    folder = build_tiny_causal_lm(arch, tmp_path / "a", seed=0)
+    again = build_tiny_causal_lm(arch, tmp_path / "b", seed=0)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder)
     assert model.config.model_type == arch
@@ -95,7 +93,10 @@ def test_causal_lm_loads_and_generates_deterministically(arch, tmp_path):
 def test_seed_changes_the_weights_and_the_cache_is_reused(tmp_path):
     seed0 = build_tiny_causal_lm("llama", seed=0)
     seed1 = build_tiny_causal_lm("llama", seed=1)
-    assert (seed0.name, seed1.name) == ("llama-seed0", "llama-seed1")
+    # Folders are named by seed and by a hash of the recipe (config, corpus), so a changed
+    # recipe never serves an old model.
+    assert seed0.name.startswith("llama-seed0-") and seed1.name.startswith("llama-seed1-")
+    assert seed0.name.split("-")[-1] != seed1.name.split("-")[-1]
     weights = (seed0 / "model.safetensors").stat().st_mtime_ns
     assert build_tiny_causal_lm("llama", seed=0) == seed0
     assert (seed0 / "model.safetensors").stat().st_mtime_ns == weights
@@ -106,11 +107,11 @@ def test_seed_changes_the_weights_and_the_cache_is_reused(tmp_path):
 
 def test_unknown_architecture_is_named(tmp_path):
     with pytest.raises(ValueError, match="'mistral'"):
-        build_tiny_causal_lm("mistral", tmp_path)
+        build_tiny_causal_lm("mistral", tmp_path, seed=0)
 
 
 def test_perception_lm_and_mllama_reload_with_their_processors(tmp_path):
-    plm_dir = build_tiny_perception_lm(tmp_path / "plm")
+    plm_dir = build_tiny_perception_lm(tmp_path / "plm", seed=0)
     processor = AutoProcessor.from_pretrained(plm_dir)
     model = PerceptionLMForConditionalGeneration.from_pretrained(plm_dir)
     assert isinstance(processor, PerceptionLMProcessor)
@@ -120,7 +121,7 @@ def test_perception_lm_and_mllama_reload_with_their_processors(tmp_path):
     )
     assert model.config.text_config.vocab_size == len(processor.tokenizer)
 
-    mllama_dir = build_tiny_mllama(tmp_path / "mllama")
+    mllama_dir = build_tiny_mllama(tmp_path / "mllama", seed=0)
     processor = AutoProcessor.from_pretrained(mllama_dir)
     model = MllamaForConditionalGeneration.from_pretrained(mllama_dir)
     assert isinstance(processor, MllamaProcessor)

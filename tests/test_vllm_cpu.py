@@ -119,11 +119,16 @@ def vllm_server(vllm_python, tiny_llama, tmp_path_factory):
             server.wait()
 
 
+def openai_backend(base_url: str, *extra: str):
+    """The tiny profile's aggregate stage on the openai backend, served by the vLLM server."""
+    profile = load_profile("tiny", ["aggregate.backend=openai", f"aggregate.model={SERVED_NAME}",
+                                    f"aggregate.backends.openai.base_url={base_url}", *extra])  # fmt: skip
+    return AggregateStage(profile["aggregate"], profile.run).models
+
+
 def test_openai_backend_against_real_vllm_server(vllm_server, row):
-    backend = build_llm_backend(
-        "openai", model=SERVED_NAME, profile="tiny", base_url=vllm_server, max_concurrency=4
-    )
-    out, errors = aggregate_rows([row], backend)
+    backend = openai_backend(vllm_server, "aggregate.backends.openai.max_concurrency=4")
+    out, errors = aggregate_rows([row], backend, rounds=3, retries=2, global_depth=3, subtree_depth=3)
     assert errors == []
     schema = prompts.response_schema(backend.max_string_length)
     annotated = {n["node_id"] for n in tree.annotatable(row["nodes"])}
@@ -135,7 +140,7 @@ def test_openai_backend_against_real_vllm_server(vllm_server, row):
 
 
 def test_openai_backend_turns_a_refused_request_into_that_node_error(vllm_server):
-    backend = build_llm_backend("openai", model=SERVED_NAME, profile="tiny", base_url=vllm_server, retries=0)
+    backend = openai_backend(vllm_server, "aggregate.backends.openai.retries=0")
     too_long = [{"role": "user", "content": "onion " * (2 * MAX_MODEL_LEN)}]
     short = [{"role": "user", "content": "Describe the video."}]
     refused, answered = backend.generate_json([too_long, short], prompts.response_schema(24))
@@ -149,21 +154,16 @@ def test_in_process_vllm_backend_in_the_vllm_environment(vllm_python, tiny_llama
     schema = prompts.response_schema(24)
     targets = tree.annotatable(row["nodes"])
     conversations = [
-        prompts.first_turn(p) for p in prompts.node_prompts(row["metadata"], row["nodes"], targets, schema)
+        prompts.first_turn(p) for p in prompts.node_prompts(row["metadata"], row["nodes"], targets, schema, global_depth=3, subtree_depth=3)
     ]
     requests = tmp_path / "requests.json"
     requests.write_text(json.dumps({"schema": schema, "conversations": conversations}))
     out = tmp_path / "outputs.json"
-    settings = {
-        "max_model_len": MAX_MODEL_LEN,
-        "gpu_memory_utilization": 0.1,
-        "enforce_eager": True,
-        "structured_outputs_backend": STRUCTURED_OUTPUTS["backend"],
-    }
+    overrides = ["aggregate.backend=vllm", f"aggregate.model={tiny_llama}",
+                 f"aggregate.backends.vllm.max_model_len={MAX_MODEL_LEN}"]  # fmt: skip
     command = [
-        str(vllm_python), "-m", "action100m_hf.cli.llm_requests", "--backend", "vllm",
-        "--model", str(tiny_llama), "--profile", "tiny", "--settings", json.dumps(settings),
-        "--requests", str(requests), "--out", str(out),
+        str(vllm_python), "-m", "action100m_hf.cli.llm_requests", "--profile", "tiny",
+        *[x for o in overrides for x in ("--set", o)], "--requests", str(requests), "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, env=_vllm_env(), timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]

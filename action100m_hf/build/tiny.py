@@ -1,13 +1,16 @@
-"""Tiny random models of the paper's architectures, built offline, for CPU runs and tests.
+"""What the tiny stand-in models of every stage share: the offline tokenizer and the model cache.
 
-Every model-backed stage loads its model from a folder; in the "tiny" profile that folder comes
-from here: a byte-level BPE tokenizer trained in-process on a built-in corpus, and randomly
-initialised Llama / gpt-oss / PerceptionLM / Mllama models saved with `save_pretrained`, so
-transformers (and vLLM for the causal LMs) load them exactly as they load the real checkpoints.
+A model setting "tiny" means a seeded random model of the paper's architecture, built offline and
+saved with `save_pretrained` so that transformers (and vLLM) load it as they load the real
+checkpoint. Each stage keeps its own builders beside its models (`stages/*/tiny.py`); they all use
+the byte-level BPE tokenizer trained here in-process, and `cached_build`, which keys every built
+folder by a hash of its recipe so that a changed recipe never serves an old model.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -34,8 +37,11 @@ SPECIAL_TOKENS = [
     VIDEO_TOKEN,
     PYTHON_TAG_TOKEN,
 ]
-DEFAULT_VOCAB_SIZE = 512
-CAUSAL_LM_ARCHS = ("llama", "gpt_oss")
+#: Enough for the built-in corpus and the stage-3 prompt text to merge into whole words, so a tiny
+#: model's prompts are about as many tokens as a real tokenizer's (~4 characters per token).
+DEFAULT_VOCAB_SIZE = 2048
+#: Bump when a builder changes in a way its hashed recipe does not show (e.g. weight surgery).
+RECIPE_VERSION = 2
 
 # Llama-3 style turns; a message's content is either a string or a list of
 # {"type": "text"|"image"|"video"} items, rendered in their order.
@@ -90,8 +96,12 @@ _EXTRA_LINES = [
 
 
 def training_corpus() -> list[str]:
-    """The built-in corpus: a few hundred deterministic sentences about hands-on activities."""
-    sentences = []
+    """The built-in corpus: a few hundred deterministic sentences about hands-on activities, and
+    the stage-3 prompt's own text (task, guidelines, schema), which every aggregate prompt repeats."""
+    from action100m_hf.build.stages.aggregate import prompts
+
+    sentences = [prompts.TASK_TEMPLATE, prompts.VIDEO_CONTEXT_TEMPLATE, prompts.CURRENT_SEGMENT_TEMPLATE,
+                 prompts.REFINE_INSTRUCTION, json.dumps(prompts.response_schema(None))]  # fmt: skip
     for i, actor in enumerate(_ACTORS):
         for j, action in enumerate(_ACTIONS):
             obj = _OBJECTS[(i * 5 + j) % len(_OBJECTS)]
@@ -141,7 +151,7 @@ def offline_tokenizer(save_dir: str | Path | None = None, vocab_size: int = DEFA
     return tokenizer
 
 
-def _token_ids(tokenizer) -> dict:
+def token_ids(tokenizer) -> dict:
     """The pad / bos / eos ids a model config and its generation config need."""
     return {
         "pad_token_id": tokenizer.pad_token_id,
@@ -150,13 +160,31 @@ def _token_ids(tokenizer) -> dict:
     }
 
 
-def _cached_build(name: str, out_dir: str | Path | None, build) -> Path:
-    """Run `build(tmp_dir)` unless `out_dir` (default: the cache folder `name`) is already built.
+def save_with_generation_config(model, tokenizer, folder: Path) -> None:
+    """`model.save_pretrained(folder)` with a generation config holding the tokenizer's ids."""
+    from transformers import GenerationConfig
+
+    ids = token_ids(tokenizer)
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["bos_token_id"], eos_token_id=ids["eos_token_id"], pad_token_id=ids["pad_token_id"],
+    )
+    model.save_pretrained(str(folder))
+
+
+def recipe_key(*parts) -> str:
+    """A short hash of what a tiny model is built from: its config, seed, the tokenizer's corpus."""
+    text = json.dumps([RECIPE_VERSION, DEFAULT_VOCAB_SIZE, training_corpus(), CHAT_TEMPLATE, *parts],
+                      sort_keys=True, default=repr)  # fmt: skip
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def cached_build(name: str, recipe: str, out_dir: str | Path | None, build) -> Path:
+    """Run `build(tmp_dir)` unless `out_dir` (default: the cache folder `name-recipe`) is built.
 
     The files are written to a temporary sibling folder and renamed into place, so a reader
     never sees half a model and concurrent builders (test workers) do not clash.
     """
-    target = Path(out_dir) if out_dir is not None else tiny_cache_dir() / name
+    target = Path(out_dir) if out_dir is not None else tiny_cache_dir() / f"{name}-{recipe}"
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -173,158 +201,3 @@ def _cached_build(name: str, out_dir: str | Path | None, build) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _causal_lm_config(arch: str, tokenizer):
-    from transformers import GptOssConfig, LlamaConfig
-
-    common = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-        **_token_ids(tokenizer),
-    )
-    if arch == "llama":
-        return LlamaConfig(intermediate_size=128, max_position_embeddings=16384, **common)
-    if arch == "gpt_oss":
-        return GptOssConfig(
-            intermediate_size=64, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
-            # gpt-oss's YaRN scaling (factor 32 over 4096) expects its native 131072 positions.
-            sliding_window=16, max_position_embeddings=131072, **common,
-        )
-    raise ValueError(f"unknown tiny causal LM architecture {arch!r}; expected one of {CAUSAL_LM_ARCHS}")
-
-
-def _save_with_generation_config(model, tokenizer, folder: Path) -> None:
-    from transformers import GenerationConfig
-
-    ids = _token_ids(tokenizer)
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["bos_token_id"], eos_token_id=ids["eos_token_id"], pad_token_id=ids["pad_token_id"],
-    )
-    model.save_pretrained(str(folder))
-
-
-def build_tiny_causal_lm(arch: str, out_dir: str | Path | None = None, seed: int = 0) -> Path:
-    """A random tiny causal LM ("llama" or "gpt_oss") + tokenizer saved in one folder.
-
-    The model's `vocab_size` equals the tokenizer's size (llguidance requires it).
-    """
-    if arch not in CAUSAL_LM_ARCHS:
-        raise ValueError(f"unknown tiny causal LM architecture {arch!r}; expected one of {CAUSAL_LM_ARCHS}")
-
-    def build(folder: Path) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        tokenizer = offline_tokenizer(folder)
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(_causal_lm_config(arch, tokenizer))
-        _save_with_generation_config(model, tokenizer, folder)
-
-    return _cached_build(f"{arch}-seed{seed}", out_dir, build)
-
-
-def perception_lm_processor(tokenizer, tile_size: int = 28, pooling_ratio: int = 1, max_num_tiles: int = 1):
-    """A PerceptionLM processor around `tokenizer`: video frames and image tiles of `tile_size` px.
-
-    The defaults are the tiny profile's; PerceptionLM-3B uses 448 px, pooling 2 and 36 tiles.
-    """
-    from transformers import PerceptionLMImageProcessor, PerceptionLMProcessor, PerceptionLMVideoProcessor
-
-    return PerceptionLMProcessor(
-        image_processor=PerceptionLMImageProcessor(
-            tile_size=tile_size, max_num_tiles=max_num_tiles, vision_input_type="thumb+tile"
-        ),
-        video_processor=PerceptionLMVideoProcessor(size={"height": tile_size, "width": tile_size}),
-        tokenizer=tokenizer,
-        patch_size=14,
-        pooling_ratio=pooling_ratio,
-        chat_template=CHAT_TEMPLATE,
-    )
-
-
-def build_tiny_perception_lm(out_dir: str | Path | None = None, seed: int = 0) -> Path:
-    """A random tiny PerceptionLM (timm PE-core vision tower + small Llama) and its processor."""
-
-    def build(folder: Path) -> None:
-        import torch
-        from transformers import (
-            LlamaConfig,
-            PerceptionLMConfig,
-            PerceptionLMForConditionalGeneration,
-            TimmWrapperConfig,
-        )
-
-        tokenizer = offline_tokenizer()
-        vision = TimmWrapperConfig(
-            architecture="vit_pe_core_large_patch14_336",
-            do_pooling=False,
-            model_args={"embed_dim": 64, "depth": 2, "num_heads": 2, "img_size": 28,
-                        "global_pool": "", "ref_feat_shape": (2, 2)},
-        )
-        text = LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-            tie_word_embeddings=False, **_token_ids(tokenizer),
-        )
-        config = PerceptionLMConfig(
-            vision_config=vision, text_config=text, projector_pooling_ratio=1,
-            image_token_id=tokenizer.image_token_id, video_token_id=tokenizer.video_token_id,
-        )
-        torch.manual_seed(seed)
-        model = PerceptionLMForConditionalGeneration(config)
-        _save_with_generation_config(model, tokenizer, folder)
-        perception_lm_processor(tokenizer).save_pretrained(str(folder))
-
-    return _cached_build(f"perception_lm-seed{seed}", out_dir, build)
-
-
-def build_tiny_mllama(out_dir: str | Path | None = None, seed: int = 0) -> Path:
-    """A random tiny Mllama (Llama-3.2-Vision architecture) and its processor."""
-
-    def build(folder: Path) -> None:
-        import torch
-        from transformers import (
-            MllamaConfig,
-            MllamaForConditionalGeneration,
-            MllamaImageProcessor,
-            MllamaProcessor,
-            MllamaTextConfig,
-            MllamaVisionConfig,
-        )
-
-        tokenizer = offline_tokenizer()
-        vision = MllamaVisionConfig(
-            hidden_size=32, num_hidden_layers=2, num_global_layers=1, attention_heads=2,
-            intermediate_size=64, image_size=28, patch_size=14, max_num_tiles=4,
-            intermediate_layers_indices=[0, 1], vision_output_dim=96,
-        )
-        text = MllamaTextConfig(
-            vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, cross_attention_layers=[1],
-            max_position_embeddings=4096, **_token_ids(tokenizer),
-        )
-        config = MllamaConfig(
-            vision_config=vision, text_config=text, image_token_index=tokenizer.image_token_id,
-        )
-        torch.manual_seed(seed)
-        model = MllamaForConditionalGeneration(config)
-        # Mllama initialises its cross-attention gates at zero, so a random model would ignore
-        # the image entirely; opening them makes the caption depend on the image, as it must.
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
-                    param.fill_(1.0)
-        _save_with_generation_config(model, tokenizer, folder)
-        processor = MllamaProcessor(
-            image_processor=MllamaImageProcessor(size={"height": 28, "width": 28}, max_image_tiles=4),
-            tokenizer=tokenizer,
-            chat_template=CHAT_TEMPLATE,
-        )
-        processor.save_pretrained(str(folder))
-
-    return _cached_build(f"mllama-seed{seed}", out_dir, build)

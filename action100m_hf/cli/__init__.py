@@ -19,13 +19,16 @@ COMMANDS: dict[str, str] = {
     "validate": "check every tree row of a source against the release's rules",
     "flatten": "tree shards -> a Hub-layout folder with every flat config",
     "show": "print one video's tree as Markdown",
+    "view": "one video's tree as an HTML page (timeline, captions, keyboard, video player)",
     "frames": "contact sheet of N frames of a segment of a video",
     "build": "the whole pipeline over videos -> a Hub-layout folder (resumable, sharded)",
     "segment": "stage 1 (segment) over videos, as `build --stages segment`",
     "annotate": "stages caption and aggregate over tree rows, as `build` does",
     "resample": "semantic resampling -> resampled_k* configs",
     "stats": "statistics and plots of any source",
+    "card": "write or refresh the dataset card (README.md) of a Hub-layout folder",
     "push": "upload a Hub-layout folder to the Hugging Face Hub",
+    "download": "the videos of a tree source or id list, with yt-dlp (resumable, sharded, a status per video)",
 }
 
 

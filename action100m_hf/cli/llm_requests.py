@@ -1,7 +1,8 @@
-"""Run a file of conversations through a stage-3 LLM backend: `python -m action100m_hf.cli.llm_requests`.
+"""Run a file of conversations through the aggregate stage's LLM backend:
+`python -m action100m_hf.cli.llm_requests --profile tiny --set aggregate.backend=vllm ...`.
 
-It drives the vllm backend inside the separate vLLM environment (tests, GPU checks), so it imports
-only the standard library and the backends module at load time.
+It drives the vllm backend inside the separate vLLM environment (tests, GPU checks) with the same
+profile and the same backend construction as the builder's aggregate stage.
 """
 
 from __future__ import annotations
@@ -10,27 +11,22 @@ import argparse
 import json
 import sys
 
-from action100m_hf.build.stages.aggregate.backends import BACKENDS, PROFILES, build_llm_backend
-
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a file of conversations through a backend: {"schema", "conversations"} -> {"outputs"}.
+    """{"schema", "conversations"} -> {"outputs"}: one text (or {"error"}) per conversation."""
+    from action100m_hf.build.settings import load_profile
+    from action100m_hf.build.stages.aggregate.stage import AggregateStage
 
-    Used to drive the vllm backend inside its own environment (tests, GPU checks).
-    """
     parser = argparse.ArgumentParser(prog="python -m action100m_hf.cli.llm_requests", description=main.__doc__)
-    parser.add_argument("--backend", choices=BACKENDS, required=True)
-    parser.add_argument("--model")
-    parser.add_argument("--profile", choices=list(PROFILES), default="paper")
-    parser.add_argument("--settings", default="{}", help="JSON object of backend settings")
+    parser.add_argument("--profile", required=True, help="a profile name or YAML path (its aggregate section)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--requests", required=True, help="JSON file with schema and conversations")
     parser.add_argument("--out", required=True, help="JSON file to write the outputs to")
     args = parser.parse_args(argv)
     with open(args.requests, encoding="utf-8") as f:
         requests = json.load(f)
-    backend = build_llm_backend(
-        args.backend, model=args.model, profile=args.profile, **json.loads(args.settings)
-    )
+    profile = load_profile(args.profile, args.overrides)
+    backend = AggregateStage(profile["aggregate"], profile.run).models
     outputs = backend.generate_json(requests["conversations"], requests["schema"])
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump({"outputs": [o if isinstance(o, str) else {"error": str(o)} for o in outputs]}, f)

@@ -1,65 +1,25 @@
-"""`action100m segment VIDEO`: stage 1 on one video."""
+"""`action100m segment VIDEOS ...`: the `segment` stage alone, as `action100m build --stages segment`
+(same options, resume and error table); the output's trees have no captions yet."""
 
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
-from action100m_hf.build.stages.segment.ward import segment_video, tree_row
-from action100m_hf.data.schema import MIN_LEAF_DURATION
-from action100m_hf.errors import Action100MError
+from action100m_hf.cli.build import add_build_arguments, run_build
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    from action100m_hf.build.stages.segment.encoders import DEFAULT_VJEPA2_MODEL, ENCODER_NAMES
-
-    parser.add_argument("video", help="video file")
-    parser.add_argument("--out", required=True, help="output Parquet file (one tree row)")
-    parser.add_argument(
-        "--encoder",
-        choices=ENCODER_NAMES,
-        default="vjepa2",
-        help="frame features: vjepa2 (the paper's), tiny (random, for tests) or pixel "
-        "(colour layout, model-free); default vjepa2",
-    )
-    parser.add_argument("--model-id", default=None, help=f"vjepa2 model (default {DEFAULT_VJEPA2_MODEL})")
-    parser.add_argument("--video-uid", default=None, help="video uid (default: the file's stem)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda when present)")
-    parser.add_argument("--batch-size", type=int, default=4, help="V-JEPA 2 windows per forward pass")
-    parser.add_argument(
-        "--min-leaf", type=float, default=MIN_LEAF_DURATION, help="shortest split half, seconds"
-    )
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", help="video folders (searched recursively), globs, list files or video files")
+    p.add_argument("--encoder", choices=("vjepa2", "pixel"),
+                   help="shorthand for --set segment.encoder=... (pixel: model-free colour layout)")  # fmt: skip
+    add_build_arguments(p, stages=("segment",))
 
 
 def run(args: argparse.Namespace) -> int:
-    import pyarrow.parquet as pq
+    if args.encoder:
+        args.overrides = [*args.overrides, f"segment.encoder={args.encoder}"]
+    if args.profile is None:
+        from action100m_hf.build.inputs import BuildInputError
 
-    from action100m_hf.build.stages.segment.encoders import build_encoder
-    from action100m_hf.data.schema import tree_table
-    from action100m_hf.data.tree import check
-
-    video_uid = args.video_uid or Path(args.video).stem
-    encoder = build_encoder(
-        args.encoder, model_id=args.model_id, device=args.device, batch_size=args.batch_size
-    )
-    result = segment_video(args.video, video_uid, encoder, min_leaf=args.min_leaf)
-    row = tree_row(video_uid, result)
-    check(row)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside the target and renamed, so a failure never leaves a partial file behind.
-    partial = out.with_name(out.name + ".partial")
-    try:
-        pq.write_table(tree_table([row]), partial)
-        os.replace(partial, out)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise Action100MError(f"cannot write {out}: {exc}") from exc
-    leaves = (len(result.nodes) + 1) // 2  # a full binary tree
-    print(
-        f"{video_uid}: {len(result.nodes)} nodes ({leaves} leaves), "
-        f"{result.duration:.2f} s at {result.fps:g} fps, {result.num_sampled} sampled frames "
-        f"-> {out}"
-    )
-    return 0
+        raise BuildInputError("choose a profile: --profile paper (GPUs), --profile tiny (random models), or a YAML path")
+    return run_build(args, inputs=list(args.inputs))

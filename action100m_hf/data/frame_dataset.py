@@ -17,7 +17,7 @@ from action100m_hf.errors import VideoDecodeError, VideoNotFoundError
 from action100m_hf.data.frames import Size, VideoDecoder
 
 #: Extensions tried, in order, for `<video_root>/<video_uid>.<ext>`.
-VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "mov", "m4v", "avi")
+VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "mov", "m4v", "avi", "mpg", "mpeg", "ts", "flv", "3gp")
 #: What to do with a row whose video is missing or unreadable.
 ON_MISSING = ("raise", "skip", "empty")
 #: Columns added to every row.

@@ -16,8 +16,6 @@ from action100m_hf.errors import UnknownConfigError
 
 #: Internal nodes at least this long (seconds) get a stage-3 `gpt` annotation.
 GPT_MIN_DURATION = 4.0
-#: A dendrogram node is split only if both children last at least this long (seconds).
-MIN_LEAF_DURATION = 0.5
 #: Node times are rounded to this many decimals before they enter a node id.
 TIME_DECIMALS = 2
 #: The text the release uses where there is no visible actor or physical action.

@@ -15,11 +15,6 @@ import yaml
 
 from action100m_hf.data.tree import render_markdown
 
-#: Depth of the global tree shown to every node (root = depth 0; 3 -> up to 15 segments).
-GLOBAL_TREE_DEPTH = 3
-#: Depth of the current node's subtree below the node itself.
-SUBTREE_DEPTH = 3
-
 # --- the release's text ------------------------------------------------------------------
 # The task text of the release, cut where it names the segment's times so that the parts
 # without them can go into the shared prefix. In the release's order the four parts are
@@ -205,7 +200,7 @@ class NodePrompt:
 
 
 def video_prompt_prefix(
-    metadata: dict | None, nodes: list[dict], schema: dict, *, global_depth: int = GLOBAL_TREE_DEPTH
+    metadata: dict | None, nodes: list[dict], schema: dict, *, global_depth: int
 ) -> str:
     """The part shared by every node of a video: metadata, global tree, guidelines, tasks, schema."""
     response_structure = json.dumps(schema, ensure_ascii=False)
@@ -216,7 +211,7 @@ def video_prompt_prefix(
     )
 
 
-def node_prompt_suffix(nodes: list[dict], node: dict, *, subtree_depth: int = SUBTREE_DEPTH) -> str:
+def node_prompt_suffix(nodes: list[dict], node: dict, *, subtree_depth: int) -> str:
     """The node's own part: its subtree, then the task paragraph and the scope guideline with times."""
     times = _time_fields(nodes, node)
     return (
@@ -232,8 +227,8 @@ def node_prompts(
     targets: list[dict],
     schema: dict,
     *,
-    global_depth: int = GLOBAL_TREE_DEPTH,
-    subtree_depth: int = SUBTREE_DEPTH,
+    global_depth: int,
+    subtree_depth: int,
 ) -> list[NodePrompt]:
     """The first user turn of each node in `targets` (nodes of the same video)."""
     shared = video_prompt_prefix(metadata, nodes, schema, global_depth=global_depth)
@@ -249,8 +244,8 @@ def release_order_prompt(
     node: dict,
     schema: dict,
     *,
-    global_depth: int = GLOBAL_TREE_DEPTH,
-    subtree_depth: int = SUBTREE_DEPTH,
+    global_depth: int,
+    subtree_depth: int,
 ) -> str:
     """The same content in the release's order (input blocks, then the whole task text): the
     baseline of the prefix-sharing benchmark."""

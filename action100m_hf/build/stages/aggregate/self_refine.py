@@ -1,6 +1,6 @@
-"""Stage 3: the LLM aggregator that fills `gpt` on every internal node of at least 4 s.
+"""Self-Refine: the LLM fills `gpt` on every internal node of at least 4 s (SPEC section 4).
 
-Each node gets the prompt of `prompts`, then Self-Refine: a draft and two revisions in one
+Each node gets the prompt of `prompts`, then Self-Refine: a draft and revisions in one
 conversation, every round constrained to the JSON schema. All nodes of all rows go to the
 backend together, one batch per round. An output that stays invalid after `retries`
 regenerations leaves the node's `gpt` null with an `ErrorRecord`; the run goes on.
@@ -14,15 +14,9 @@ import re
 from dataclasses import dataclass
 
 from action100m_hf.build.stages.aggregate import prompts
-from action100m_hf.errors import AnnotationError, ErrorRecord
+from action100m_hf.errors import AnnotationError
 from action100m_hf.data.schema import NA_TEXT
 from action100m_hf.data.tree import annotatable
-
-STAGE = "aggregate"
-#: Self-Refine rounds of the paper (draft + 2 revisions).
-ROUNDS = 3
-#: Regenerations of an output that is not a valid annotation, per round.
-RETRIES = 2
 
 # Spellings of "not applicable" a model writes instead of the release's "N/A".
 _NA_PATTERN = re.compile(r"^[\s\"'“”‘’]*(n\s*/\s*a|n\.\s*a\.?|not applicable)[\s.\"'“”‘’]*$", re.I)
@@ -90,7 +84,7 @@ class NodeJob:
         return json.dumps(self.gpt, ensure_ascii=False)
 
 
-def _generate_valid(backend, jobs: list[NodeJob], schema: dict, retries: int, round_no: int) -> None:
+def _generate_valid(backend, jobs: list[NodeJob], schema: dict, retries: int, round_no: int, done) -> None:
     """One round for `jobs`: generate, parse, regenerate the invalid ones up to `retries` times.
 
     A valid output becomes the job's `gpt`; a job that stays invalid gets its `error` set.
@@ -100,7 +94,7 @@ def _generate_valid(backend, jobs: list[NodeJob], schema: dict, retries: int, ro
     for _attempt in range(retries + 1):
         if not pending:
             break
-        outputs = backend.generate_json([job.conversation for job in pending], schema)
+        outputs = backend.generate_json([job.conversation for job in pending], schema, done)
         failed = []
         for job, output in zip(pending, outputs):
             try:
@@ -123,15 +117,18 @@ def aggregate_rows(
     rows: list[dict],
     backend,
     *,
-    rounds: int = ROUNDS,
-    retries: int = RETRIES,
-    global_depth: int = prompts.GLOBAL_TREE_DEPTH,
-    subtree_depth: int = prompts.SUBTREE_DEPTH,
-) -> tuple[list[dict], list[ErrorRecord]]:
-    """Rows with `gpt` filled on every annotatable node, and the error records of failed nodes.
+    rounds: int,
+    retries: int,
+    global_depth: int,
+    subtree_depth: int,
+    progress=None,
+) -> tuple[list[dict], list[tuple[str, str, str]]]:
+    """Rows with `gpt` filled on every annotatable node, and the failed nodes as
+    `(video_uid, node_id, reason)`.
 
-    `backend` is an `llm_backends.LLMBackend`; the schema of every round bounds its strings to
-    the backend's `max_string_length`. The input rows are not modified.
+    `backend` is a `backends.LLMBackend`; the schema of every round bounds its strings to the
+    backend's `max_string_length`. `progress(total=...)`, when given, makes a bar that counts
+    node-rounds as the backend finishes them. The input rows are not modified.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
@@ -156,17 +153,23 @@ def aggregate_rows(
         ):
             jobs.append(NodeJob(row["video_uid"], prompt.node_id, prompts.first_turn(prompt)))
 
+    bar = progress(total=len(jobs) * rounds, desc="aggregate node-rounds", unit="node") if progress else None
+    done = bar.update if bar is not None else None
     active = jobs
-    for round_no in range(1, rounds + 1):
-        if round_no > 1:
-            for job in active:
-                job.conversation = prompts.refine_turn(job.conversation, job.draft)
-        _generate_valid(backend, active, schema, retries, round_no)
-        active = [job for job in active if job.error is None]
+    try:
+        for round_no in range(1, rounds + 1):
+            if round_no > 1:
+                for job in active:
+                    job.conversation = prompts.refine_turn(job.conversation, job.draft)
+            _generate_valid(backend, active, schema, retries, round_no, done)
+            active = [job for job in active if job.error is None]
+    finally:
+        if bar is not None:
+            bar.close()
 
-    errors = []
+    failures = []
     for job in jobs:
         by_key[(job.video_uid, job.node_id)]["gpt"] = job.gpt
         if job.error is not None:
-            errors.append(ErrorRecord(job.video_uid, STAGE, job.node_id, job.error))
-    return out_rows, errors
+            failures.append((job.video_uid, job.node_id, job.error))
+    return out_rows, failures

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from action100m_hf.build.settings import TINY_MODEL
 from action100m_hf.errors import (
     Action100MError,
     AnnotationError,
-    ErrorRecord,
     ModelNotAvailableError,
     VideoNotFoundError,
     is_out_of_memory,
@@ -34,7 +34,6 @@ LLAMA_CAPTION_PROMPT = "Describe this image in detail."
 PLM_ACTION_PROMPT = "What is the main action in this video? Answer with a short phrase."
 
 KINDS = ("plm", "llama")
-PROFILES = ("paper", "tiny")
 BACKENDS = ("transformers", "vllm")
 
 #: Why there is no vLLM backend for either captioner (checked against vLLM 0.32's model registry).
@@ -159,26 +158,22 @@ def _resolve_device_dtype(device: str | None, dtype: str | None):
     return device, resolved
 
 
-def build_captioner(kind: str, *, model_id: str | None = None, profile: str = "paper",
-                    backend: str = "transformers", device: str | None = None, dtype: str | None = None,
-                    batch_size: int = 8, max_new_tokens: int = 1024, num_frames: int = 32,
-                    frame_size: int | None = 320, seed: int = 0,
-                    use_chat_template: bool | None = None) -> Captioner:  # fmt: skip
+def build_captioner(kind: str, *, model: str, backend: str, device: str | None, dtype: str | None,
+                    batch_size: int, max_new_tokens: int, num_frames: int, frame_size: int | None,
+                    seed: int, use_chat_template: bool | None = None) -> Captioner:  # fmt: skip
     """The captioner of `kind` ("plm" or "llama"), loaded and ready.
 
-    `model_id` is a Hub id or a folder; by default the paper's model ("paper" profile) or a tiny
-    random model of the same architecture built offline with `seed` ("tiny" profile).
-    `num_frames` and `frame_size` (square side, None for native) describe PerceptionLM's video
-    input; the Llama captioner always reads the middle frame at native size. Prompts use the
-    model's chat template, except the paper's base Llama-3.2-11B-Vision, which is not chat-tuned
-    and gets its plain "<|image|><|begin_of_text|>{prompt}" form; `use_chat_template` overrides.
-    Greedy decoding up to `max_new_tokens`; bf16 on GPU, float32 on CPU unless `dtype` is given.
-    Raises `ModelNotAvailableError` naming the model when it cannot be loaded.
+    `model` is a Hub id, a folder, or "tiny" (a random model of the same architecture built
+    offline with `seed`, `tiny.py`). `num_frames` and `frame_size` (square side, None for native)
+    describe PerceptionLM's video input; the Llama captioner always reads the middle frame at
+    native size. Prompts use the model's chat template, except the paper's base
+    Llama-3.2-11B-Vision, which is not chat-tuned and gets its plain
+    "<|image|><|begin_of_text|>{prompt}" form; `use_chat_template` overrides. Greedy decoding up
+    to `max_new_tokens`; bf16 on GPU, float32 on CPU unless `dtype` is given. Raises
+    `ModelNotAvailableError` naming the model when it cannot be loaded.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown captioner kind {kind!r}; choose from {', '.join(KINDS)}")
-    if profile not in PROFILES:
-        raise ValueError(f"unknown captioner profile {profile!r}; choose from {', '.join(PROFILES)}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown captioner backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if backend == "vllm":
@@ -189,13 +184,11 @@ def build_captioner(kind: str, *, model_id: str | None = None, profile: str = "p
             f"batch_size, max_new_tokens and num_frames must be at least 1, got {batch_size}, "
             f"{max_new_tokens}, {num_frames}"
         )
-    if model_id is None:
-        if profile == "tiny":
-            from action100m_hf.build.tiny import build_tiny_mllama, build_tiny_perception_lm
+    model_id = model
+    if model == TINY_MODEL:
+        from action100m_hf.build.stages.caption.tiny import build_tiny_mllama, build_tiny_perception_lm
 
-            model_id = str((build_tiny_perception_lm if kind == "plm" else build_tiny_mllama)(seed=seed))
-        else:
-            model_id = PLM_MODEL_ID if kind == "plm" else LLAMA_MODEL_ID
+        model_id = str((build_tiny_perception_lm if kind == "plm" else build_tiny_mllama)(seed=seed))
     if use_chat_template is None:
         use_chat_template = model_id != LLAMA_MODEL_ID
     device, torch_dtype = _resolve_device_dtype(device, dtype)
@@ -256,16 +249,15 @@ def _read_frames(decoder, video_path: str, captioner: Captioner, node: dict):
 
 def caption_tree(nodes: list[dict], video_path: str | os.PathLike, plm: Captioner | None,
                  llama: Captioner | None, *, decoder=None,
-                 video_uid: str | None = None) -> tuple[list[dict], list[ErrorRecord]]:  # fmt: skip
+                 video_uid: str | None = None) -> tuple[list[dict], dict[str, str]]:  # fmt: skip
     """Caption the nodes of one video: `plm_caption` and `plm_action` on every node,
     `llama3_caption` on leaves (a node that is no other node's parent).
 
-    Returns new node dicts in the order of `nodes` and the failures: a node whose frames cannot
-    be decoded or whose generation fails keeps its fields unset and gets an
-    `ErrorRecord(video_uid, "caption", node_id, reason)`; the other nodes go on. A missing video
-    file is one record with no node. `plm` or `llama` None leaves their fields as they are.
-    `decoder` is a `frames.VideoDecoder` (default: the process's shared one); `video_uid`
-    defaults to the file's stem.
+    Returns new node dicts in the order of `nodes` and the failures, node id -> reason: a node
+    whose frames cannot be decoded or whose generation fails keeps its fields unset; the other
+    nodes go on. A missing video file raises `VideoNotFoundError`. `plm` or `llama` None leaves
+    their fields as they are. `decoder` is a `frames.VideoDecoder` (default: the process's shared
+    one); `video_uid` (for the requests) defaults to the file's stem.
     """
     from action100m_hf.data.frames import default_decoder
 
@@ -273,8 +265,7 @@ def caption_tree(nodes: list[dict], video_path: str | os.PathLike, plm: Captione
     video_uid = video_uid or Path(video_path).stem
     out = [dict(n) for n in nodes]
     if not os.path.exists(video_path):
-        missing = VideoNotFoundError(f"video file not found: {video_path}")
-        return out, [ErrorRecord(video_uid, "caption", None, str(missing))]
+        raise VideoNotFoundError(f"video {video_uid}: file not found: {video_path}")
     decoder = decoder or default_decoder()
     parents = {n.get("parent_id") for n in nodes}
     failed: dict[str, list[str]] = {}
@@ -303,6 +294,4 @@ def caption_tree(nodes: list[dict], video_path: str | os.PathLike, plm: Captione
                     failed.setdefault(node["node_id"], []).append(f"{field}: {text.reason}")
                 else:
                     node[field] = text
-    errors = [ErrorRecord(video_uid, "caption", n["node_id"], "; ".join(failed[n["node_id"]]))
-              for n in out if n["node_id"] in failed]  # fmt: skip
-    return out, errors
+    return out, {n["node_id"]: "; ".join(failed[n["node_id"]]) for n in out if n["node_id"] in failed}

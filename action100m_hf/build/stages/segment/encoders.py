@@ -1,8 +1,8 @@
 """Frame encoders of stage 1: sampled frames in, one feature vector per frame out.
 
 `vjepa2` is the paper's encoder (V-JEPA 2 ViT-g-384, sliding windows of 64 sampled frames with
-stride 8, spatially pooled tokens, overlapping windows averaged per frame); `tiny` is the same
-class with a small seeded random config for CPU runs; `pixel` is a model-free colour-layout
+stride 8, spatially pooled tokens, overlapping windows averaged per frame), with the real weights or
+the tiny seeded random model of `tiny.py` (model "tiny"); `pixel` is a model-free colour-layout
 descriptor for CPU runs where shot structure is enough. `build_encoder` makes any of them.
 """
 
@@ -15,30 +15,14 @@ from typing import Protocol
 
 import numpy as np
 
+from action100m_hf.build.settings import TINY_MODEL
 from action100m_hf.errors import ModelNotAvailableError
 
 #: The paper's stage-1 encoder.
 DEFAULT_VJEPA2_MODEL = "facebook/vjepa2-vitg-fpc64-384"
 #: Sampled frames per V-JEPA 2 window, and sampled frames between window starts.
 WINDOW_FRAMES, WINDOW_STRIDE = 64, 8
-ENCODER_NAMES = ("pixel", "tiny", "vjepa2")
-
-#: The tiny profile's V-JEPA 2 (TINY-MODELS.md): a few thousand parameters, seconds on a CPU.
-TINY_VJEPA2_CONFIG = dict(
-    patch_size=16,
-    crop_size=64,
-    frames_per_clip=WINDOW_FRAMES,
-    tubelet_size=2,
-    hidden_size=48,
-    num_attention_heads=2,
-    num_hidden_layers=2,
-    mlp_ratio=2.0,
-    pred_hidden_size=24,
-    pred_num_attention_heads=2,
-    pred_num_hidden_layers=1,
-    num_pooler_layers=1,
-)
-
+ENCODER_NAMES = ("vjepa2", "pixel")
 
 class Encoder(Protocol):
     """Frames in (RGB uint8, shorter side `input_size`), one vector per frame out."""
@@ -169,9 +153,9 @@ class VJEPA2Encoder:
         processor,
         *,
         name: str,
+        batch_size: int,
         window: int = WINDOW_FRAMES,
         stride: int = WINDOW_STRIDE,
-        batch_size: int = 4,
         device=None,
         dtype=None,
     ):
@@ -245,18 +229,6 @@ class VJEPA2Encoder:
         )
 
 
-def tiny_vjepa2(seed: int = 0):
-    """(model, processor) of the tiny profile: `TINY_VJEPA2_CONFIG`, weights seeded by `seed`."""
-    import torch
-    from transformers import VJEPA2Config, VJEPA2Model, VJEPA2VideoProcessor
-
-    config = VJEPA2Config(**TINY_VJEPA2_CONFIG, attn_implementation="sdpa")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = VJEPA2Model(config)
-    return model, VJEPA2VideoProcessor(crop_size=config.crop_size)
-
-
 def load_vjepa2(model_id: str, dtype=None):
     """(model, processor) from the Hub or a local folder; `ModelNotAvailableError` names the model."""
     try:
@@ -302,24 +274,30 @@ class PixelEncoder:
         return np.asarray(feats, dtype=np.float32).reshape(len(feats), dim)
 
 
-def build_encoder(
-    name: str,
-    *,
-    model_id: str | None = None,
-    device=None,
-    dtype=None,
-    batch_size: int = 4,
-    seed: int = 0,
-) -> Encoder:
-    """An encoder by name: "pixel", "tiny" (seeded random V-JEPA 2) or "vjepa2" (`model_id`)."""
-    if name == "pixel":
+def build_encoder(encoder: str, *, model: str | None, device, dtype, batch_size: int, seed: int) -> Encoder:
+    """An encoder: "pixel", or "vjepa2" with `model` (a Hub id, a folder, or "tiny" for the seeded
+    random V-JEPA 2 of `tiny.py`); `dtype` a torch dtype name or None (bf16 on GPU, else fp32)."""
+    if encoder == "pixel":
         return PixelEncoder()
-    if name == "tiny":
-        model, processor = tiny_vjepa2(seed)
-    elif name == "vjepa2":
-        model, processor = load_vjepa2(model_id or DEFAULT_VJEPA2_MODEL, dtype)
+    if encoder != "vjepa2":
+        raise ValueError(f"unknown encoder {encoder!r}; the encoders are: {', '.join(ENCODER_NAMES)}")
+    torch_dtype = _torch_dtype(dtype)
+    if model == TINY_MODEL:
+        from action100m_hf.build.stages.segment.tiny import tiny_vjepa2
+
+        vjepa, processor = tiny_vjepa2(seed)
     else:
-        raise ValueError(f"unknown encoder {name!r}; the encoders are: {', '.join(ENCODER_NAMES)}")
-    return VJEPA2Encoder(
-        model, processor, name=name, batch_size=batch_size, device=device, dtype=dtype
-    )
+        vjepa, processor = load_vjepa2(model or DEFAULT_VJEPA2_MODEL, torch_dtype)
+    return VJEPA2Encoder(vjepa, processor, name=model or DEFAULT_VJEPA2_MODEL, batch_size=batch_size,
+                         device=device, dtype=torch_dtype)  # fmt: skip
+
+
+def _torch_dtype(name: str | None):
+    if name is None:
+        return None
+    import torch
+
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown torch dtype {name!r}")
+    return dtype

@@ -3,7 +3,6 @@
 Sampled frames (every 4th native frame) are encoded, Ward linkage with chain connectivity
 builds a dendrogram over them, and the walk from its root keeps a split only when both halves
 last at least 0.5 s, giving the release's full binary trees with boundaries at (4 i - 2) / fps.
-Also the `action100m segment` command.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import numpy as np
 
 from action100m_hf.errors import Action100MError, SegmentationError, VideoDecodeError, VideoNotFoundError
 from action100m_hf.build.stages.segment.sampling import SampledVideo
-from action100m_hf.data.schema import FRAME_STRIDE, METADATA_FIELDS, MIN_LEAF_DURATION
+from action100m_hf.data.schema import FRAME_STRIDE
 from action100m_hf.data.tree import TreeNode, flatten
 
 #: Durations are compared with this slack: 12 native frames at 24 fps are 0.5 s exactly, and
@@ -66,7 +65,7 @@ def ward_tree_nodes(
     fps: float,
     duration: float,
     video_uid: str,
-    min_leaf: float = MIN_LEAF_DURATION,
+    min_leaf: float,
 ) -> list[dict]:
     """The tree of one video from its per-sampled-frame features (T, D), as flat node dicts.
 
@@ -123,7 +122,7 @@ def segment_video(
     video_uid: str,
     encoder,
     *,
-    min_leaf: float = MIN_LEAF_DURATION,
+    min_leaf: float,
 ) -> SegmentationResult:
     """Sample, encode and segment one video file.
 
@@ -148,10 +147,3 @@ def segment_video(
     return SegmentationResult(
         nodes=nodes, fps=video.info.fps, duration=video.duration, num_sampled=video.sampled_frames
     )
-
-
-def tree_row(video_uid: str, result: SegmentationResult) -> dict:
-    """A `tree` row without captions; metadata holds only the duration (whole seconds)."""
-    metadata = dict.fromkeys(METADATA_FIELDS)
-    metadata["duration"] = int(round(result.duration))
-    return {"video_uid": video_uid, "metadata": metadata, "nodes": result.nodes}
