@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
+from action100m_hf.data.view import MARK_BY_NAME, MARKS  # noqa: E402
 from action100m_hf.hub.stats import DURATION_BUCKETS, HISTOGRAM_EDGES, DatasetStats, ExampleTree  # noqa: E402
 
 #: Plot name -> file name, in the order the card shows them.
@@ -86,27 +87,37 @@ def plot_verbs(stats: DatasetStats, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_example_tree(example: ExampleTree, path: Path) -> Path:
-    """Timeline of one video's tree: one row per level, one bar per segment."""
+def example_tree_figure(example: ExampleTree):
+    """Timeline of one video's tree: one row per level, one bar per segment, coloured by its mark
+    (`data.view.MARKS`, the marks of the page `action100m view` writes)."""
     depth = max(example.levels) + 1
     length = max(example.ends) or 1.0
-    fig, ax = plt.subplots(figsize=(10, max(2.5, 0.3 * depth + 1)))
-    colors = plt.get_cmap("tab20").colors
-    for i, (level, start, end, label) in enumerate(
-        zip(example.levels, example.starts, example.ends, example.labels)
-    ):
-        ax.barh(level, end - start, left=start, height=0.8, color=colors[i % len(colors)],
-                edgecolor="white", linewidth=0.3)
+    fig, ax = plt.subplots(figsize=(10, max(2.5, 0.3 * depth + 1.4)))
+    marks = example.marks
+    for mark in MARKS:
+        mine = [i for i, name in enumerate(marks) if name == mark.name]
+        if not mine:
+            continue
+        ax.barh([example.levels[i] for i in mine], [example.ends[i] - example.starts[i] for i in mine],
+                left=[example.starts[i] for i in mine], height=0.8, color=mark.color, edgecolor="white",
+                linewidth=0.3, label=f"{mark.label} ({len(mine)})", gid=mark.name)
+    for level, start, end, label, name in zip(example.levels, example.starts, example.ends, example.labels, marks):
         if label and level < LABELLED_LEVELS and (end - start) > 0.12 * length:
             ax.text(start + (end - start) / 2, level, " ".join(label.split()), ha="center", va="center",
-                    fontsize=7, clip_on=True)
+                    fontsize=7, clip_on=True, color=MARK_BY_NAME[name].ink)
     ax.set_ylim(depth - 0.5, -0.5)
     ax.set_xlim(0, length)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("level")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(MARKS), fontsize=7, frameon=False)
     ax.set_title(f"Tree-of-Captions of video {example.video_uid} ({len(example.levels)} segments)",
-                 fontsize=9)
-    return _save(fig, path)
+                 fontsize=9, pad=20)
+    return fig
+
+
+def plot_example_tree(example: ExampleTree, path: Path) -> Path:
+    """`example_tree_figure` saved as a PNG."""
+    return _save(example_tree_figure(example), path)
 
 
 def write_plots(stats: DatasetStats, folder: str | Path) -> list[Path]:
