@@ -3,6 +3,8 @@
 Shards are named as `push_to_hub` names them (`train-00000-of-00003.parquet`), carry the
 contract's Arrow schema, and are bounded in size; row groups are bounded in bytes so the Hub's
 dataset viewer can page through tree rows (which are large: ~1 MB per video of the release).
+Parquet is written as `datasets` 5 writes it (page index, content-defined chunking where pyarrow
+has it), so that a re-upload of mostly unchanged data deduplicates on the Hub.
 Shards are written under temporary names and renamed at the end, so an interrupted write never
 leaves a half-written config behind and never touches the config's previous shards until the new
 ones are complete.
@@ -10,7 +12,10 @@ ones are complete.
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -24,6 +29,42 @@ MAX_ROW_GROUP_BYTES = 8 * 1024 * 1024
 #: Upper bound of one shard, in uncompressed Arrow bytes (Parquet files are smaller).
 MAX_SHARD_BYTES = 512 * 1024 * 1024
 SHARD_GLOB = f"{SPLIT}-*.parquet"
+#: The folder `flatten` (and the builder) write by default, in the working directory: then
+#: `datasets.load_dataset("action100m", "brief_action")` loads it, as the dataset card says.
+DEFAULT_FOLDER = "action100m"
+
+
+def parquet_write_options() -> dict:
+    """`pq.ParquetWriter` options as `datasets` 5 writes Parquet: a page index, and content-defined
+    chunking (data pages cut where the content says, so that an edit moves few pages) with
+    `datasets`' chunk sizes, where pyarrow has it (21 and later)."""
+    import datasets.config
+
+    options: dict = {"write_page_index": True}
+    if "use_content_defined_chunking" in inspect.signature(pq.ParquetWriter.__init__).parameters:
+        options["use_content_defined_chunking"] = getattr(datasets.config, "DEFAULT_CDC_OPTIONS", True)
+    return options
+
+
+def _parquet_writer(path: Path, schema: pa.Schema, compression: str) -> pq.ParquetWriter:
+    options = parquet_write_options()
+    writer = pq.ParquetWriter(path, schema, compression=compression, **options)
+    cdc = options.get("use_content_defined_chunking")
+    if cdc:  # recorded as `datasets` records it
+        writer.add_key_value_metadata({"content_defined_chunking": json.dumps(cdc)})
+    return writer
+
+
+def io_error_of(error: OSError, path: Path) -> OSError:
+    """`error` as an OSError naming `path`, with the system's reason (pyarrow's carry neither)."""
+    if error.filename:
+        return error
+    number = error.errno
+    if number is None:
+        found = re.search(r"\[errno (\d+)\]", str(error))
+        number = int(found.group(1)) if found else None
+    reason = os.strerror(number) if number else str(error)
+    return OSError(number, reason, str(path))
 
 
 def shard_name(index: int, count: int, split: str = SPLIT) -> str:
@@ -77,6 +118,12 @@ class ConfigWriter:
             self._flush_pending()
 
     def _flush_pending(self) -> None:
+        try:
+            self._write_pending()
+        except OSError as error:  # pyarrow's IO errors name no file; the user needs the shard's
+            raise io_error_of(error, self.dir / shard_name(len(self._tmp_paths) - 1, len(self._tmp_paths))) from error
+
+    def _write_pending(self) -> None:
         if not self._pending:
             return
         table = pa.concat_tables(self._pending).combine_chunks()
@@ -88,7 +135,7 @@ class ConfigWriter:
             if self._writer is None:
                 path = self.dir / f".tmp-{os.getpid()}-{len(self._tmp_paths):05d}.parquet"
                 self._tmp_paths.append(path)
-                self._writer = pq.ParquetWriter(path, self.schema, compression=self.compression)
+                self._writer = _parquet_writer(path, self.schema, self.compression)
                 self._shard_bytes = 0
             self._writer.write_table(group, row_group_size=max(group.num_rows, 1))
             self._shard_bytes += group.nbytes
@@ -97,13 +144,17 @@ class ConfigWriter:
     def close(self) -> list[Path]:
         """Finish the shards, replace the config's previous shards with them, return their paths."""
         self._flush_pending()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if not self._tmp_paths:  # an empty config still gets one (empty) shard with the schema
-            path = self.dir / f".tmp-{os.getpid()}-00000.parquet"
-            pq.write_table(self.schema.empty_table(), path, compression=self.compression)
-            self._tmp_paths.append(path)
+        try:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            if not self._tmp_paths:  # an empty config still gets one (empty) shard with the schema
+                path = self.dir / f".tmp-{os.getpid()}-00000.parquet"
+                self._tmp_paths.append(path)
+                with _parquet_writer(path, self.schema, self.compression) as writer:
+                    writer.write_table(self.schema.empty_table())
+        except OSError as error:
+            raise io_error_of(error, self.dir / shard_name(len(self._tmp_paths) - 1, len(self._tmp_paths))) from error
         for old in self.dir.glob(SHARD_GLOB):
             old.unlink()
         final = []
@@ -114,8 +165,12 @@ class ConfigWriter:
         return final
 
     def abort(self) -> None:
+        """Drop the unfinished shards (the config's previous shards stay as they were)."""
         if self._writer is not None:
-            self._writer.close()
+            try:
+                self._writer.close()
+            except OSError:  # the failure that got us here (disk full) can strike again
+                pass
             self._writer = None
         for tmp in self._tmp_paths:
             tmp.unlink(missing_ok=True)
@@ -194,14 +249,29 @@ def update_readme_configs(folder: str | os.PathLike) -> Path:
     present = configs_present(folder)
     card.data.configs = configs_yaml(present)
     card.data.dataset_info = dataset_info_yaml(folder, present)
-    card.save(path)
+    # Written beside and renamed: a kill never leaves a truncated card (its text is the user's).
+    tmp = path.with_name(f".README.md.tmp-{os.getpid()}")
+    try:
+        card.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
 def write_hub_folder(
-    tree_source, out_dir: str | os.PathLike, configs: Sequence[str] = ("tree",) + FLAT_CONFIGS, *, batch_size: int = 64
+    tree_source,
+    out_dir: str | os.PathLike = DEFAULT_FOLDER,
+    configs: Sequence[str] = ("tree",) + FLAT_CONFIGS,
+    *,
+    batch_size: int = 64,
+    skip_invalid: bool = False,
 ) -> Path:
-    """Write `configs` (tree and flat ones) from tree shards into a Hub-layout folder, in one pass."""
+    """Write `configs` (tree and flat ones) from tree shards into a Hub-layout folder, in one pass.
+
+    A tree that breaks a rule stops the write with `tree.validate`'s report (the folder keeps its
+    previous shards), or with `skip_invalid` is left out with a `tree.SkippedInvalidTrees` warning.
+    """
     from action100m_hf.data.loading import iter_tree_batches, tree_files
     from action100m_hf.data.views import flat_table
 
@@ -212,14 +282,15 @@ def write_hub_folder(
     targets = [c for c in configs if not (c == "tree" and reads_own_tree)]
     writers = {c: ConfigWriter(out, c) for c in targets}
     try:
-        for batch in iter_tree_batches(tree_source, batch_size=batch_size):
+        on_invalid = "skip" if skip_invalid else "raise"
+        for batch in iter_tree_batches(tree_source, batch_size=batch_size, on_invalid=on_invalid):
             for config, writer in writers.items():
                 writer.write(batch if config == "tree" else flat_table(batch, config))
+        for writer in writers.values():
+            writer.close()
     except BaseException:
         for writer in writers.values():
             writer.abort()
         raise
-    for writer in writers.values():
-        writer.close()
     update_readme_configs(out)
     return out
