@@ -225,3 +225,12 @@ def test_cli_prints_table_and_writes_plots_and_json(tree_folder, tmp_path, capsy
     assert saved["segments"] == ref["segments"] and saved["na_segments"] == ref["na_segments"]
     assert len(saved["duration_histogram"]) == len(saved["histogram_edges"]) - 1
     assert np.isclose(saved["hours"], ref["seconds"] / 3600)
+
+
+def test_stats_round_trip_through_json(tree_folder):
+    folder, _ = tree_folder
+    stats = compute_stats(folder)
+    stats.example.error_node_ids = {stats.example.node_ids[1]}
+    again = type(stats).from_dict(json.loads(json.dumps(stats.as_dict())))
+    assert again == stats
+    assert isinstance(again.top_verbs[0], tuple) and list(again.level_counts)[0] == 0

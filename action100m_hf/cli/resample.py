@@ -59,4 +59,7 @@ def run(args: argparse.Namespace) -> int:
         f"{dedup['segments_in_duplicate_groups']} segments), k={stats['k_effective']} "
         f"(requested {stats['k_requested']}); statistics in {Path(args.out) / stats['config'] / STATS_FILE}"
     )
+    from action100m_hf.hub.card import describe_card, write_card
+
+    print(describe_card(write_card(args.out, source=str(args.source))))
     return 0

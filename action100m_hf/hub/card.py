@@ -1,30 +1,44 @@
-"""The dataset card (README.md) of a Hub-layout folder: YAML metadata, documentation, statistics, plots.
+"""The dataset card (README.md) of any Hub-layout folder: YAML metadata, every config with its row
+count, fields and first row, the provenance of the data, statistics and plots.
 
-`write_card(folder, build_info)` computes the statistics of the folder's `tree` config, writes
-the plots into `folder/assets/`, renders `cards/README.template.md` and checks the result with
-`validate_card` (huggingface_hub's `DatasetCard` parser plus the `datasets` readers of its YAML)
-before writing it. Every number in the card comes from `stats.DatasetStats` or the Parquet footers.
+`write_card(folder)` needs nothing but the folder: statistics come from its `tree` config (cached in
+`assets/stats.json` while the tree shards are unchanged), provenance from `provenance.card_settings`
+(the release, `build/`, the previous card). The result is checked by `validate_card` (huggingface_hub's
+`DatasetCard` parser and the `datasets` readers of its YAML, row counts against the Parquet footers)
+before it replaces README.md; `action100m card FOLDER` is the command.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from action100m_hf.errors import Action100MError
 from action100m_hf.data.layout import SHARD_GLOB, configs_present, configs_yaml
-from action100m_hf.hub.plots import PLOT_FILES, write_plots
-from action100m_hf.data.schema import DEFAULT_CONFIG, FLAT_TEXT_FIELDS, RESAMPLED_K, SPLIT, features_for, schema_for
-from action100m_hf.hub.stats import DatasetStats, compute_stats
+from action100m_hf.data.schema import (
+    DEFAULT_CONFIG, FLAT_TEXT_FIELDS, RESAMPLED_CONFIGS, RESAMPLED_K, SPLIT, features_for, schema_for,
+)  # fmt: skip
+from action100m_hf.errors import Action100MError
+from action100m_hf.hub.provenance import CardError, card_settings, save_settings
+from action100m_hf.hub.stats import DatasetStats
+
+__all__ = ["CardError", "card_command", "card_repo_id", "render_card", "validate_card", "write_card"]
 
 #: The card's template (Jinja2, rendered by `huggingface_hub.DatasetCard.from_template`).
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "README.template.md"
 #: Folder of the plots inside a Hub-layout folder; the card links them relatively.
 ASSETS_DIR = "assets"
+#: The statistics behind the card, with the tree shards they were computed from.
+STATS_FILE = f"{ASSETS_DIR}/stats.json"
+#: How much of a value the card's example rows show: list items, characters of a string.
+EXAMPLE_ITEMS = 2
+EXAMPLE_CHARS = 160
 
 CITATION = """@article{chen2026action100m,
   title   = {Action100M: A Large-scale Video Action Dataset},
@@ -34,24 +48,6 @@ CITATION = """@article{chen2026action100m,
   journal = {arXiv preprint arXiv:2601.10592},
   year    = {2026}
 }"""
-
-#: Settings of a build that the card reports; `write_card(build_info=...)` overrides any of them.
-DEFAULT_BUILD_INFO: dict = {
-    "pretty_name": "Action100M-format video action dataset",
-    "description": (
-        "Hierarchical, temporally localized action annotations of videos in the format of "
-        "Action100M, built with the open `action100m-hf` toolkit."
-    ),
-    "repo_id": None,  # the Hub repository the card's examples load from; None: the folder's path
-    "license": "other",
-    "license_name": "fair-noncommercial-research-license",
-    "license_link": "https://huggingface.co/datasets/facebook/action100m-preview",
-    "profile": "not recorded",
-    "models": {},  # stage or role -> model id
-    "settings": {},  # the run's settings, shown as YAML
-    "code_version": None,  # None: this package's version
-    "source": "not recorded",  # where the videos came from
-}
 
 LANGUAGE = ["en"]
 TASK_CATEGORIES = ["video-text-to-text", "video-classification"]
@@ -123,10 +119,6 @@ REQUIRED_METADATA = ("license", "language", "task_categories", "tags", "size_cat
                      "pretty_name", "configs", "dataset_info")
 _IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
 _LOAD_EXAMPLE = re.compile(r'load_dataset\("([^"]+)"')
-
-
-class CardError(Action100MError):
-    """A dataset card, or the folder it describes, that fails validation; the message lists why."""
 
 
 def size_category(rows: int) -> str:
@@ -202,24 +194,110 @@ def dataset_infos(folder: str | Path, configs: list[str]):
 
 def _card_configs(folder: Path) -> list[str]:
     configs = configs_present(folder)
-    if DEFAULT_CONFIG not in configs:
-        raise CardError(f"folder {folder}: no {DEFAULT_CONFIG} shards; the card's default config must exist")
+    if not configs:
+        raise CardError(f"folder {folder}: no config shards (<config>/{SHARD_GLOB}); nothing to describe")
     return configs
 
 
-def _build_info(build_info: dict | None, folder: Path) -> dict:
-    unknown = sorted(set(build_info or {}) - set(DEFAULT_BUILD_INFO))
-    if unknown:
-        raise CardError(
-            f"unknown build_info key(s) {', '.join(unknown)}; the keys are: {', '.join(DEFAULT_BUILD_INFO)}"
-        )
-    info = {**DEFAULT_BUILD_INFO, **(build_info or {})}
-    if info["code_version"] is None:
-        from action100m_hf import __version__
+def expected_default(configs) -> str | None:
+    """The config `load_dataset(repo)` loads without a name: brief_action, or the only config."""
+    configs = list(configs)
+    if DEFAULT_CONFIG in configs:
+        return DEFAULT_CONFIG
+    return configs[0] if len(configs) == 1 else None
 
-        info["code_version"] = f"action100m-hf {__version__}"
-    info["repo_id"] = info["repo_id"] or str(folder)
-    return info
+
+def card_command(folder: str | Path, repo_id: str | None = None) -> str:
+    """The command line that writes (or refreshes) the card of `folder`."""
+    return f"action100m card {shlex.quote(str(folder))}" + (f" --repo-id {repo_id}" if repo_id else "")
+
+
+# --- example rows -----------------------------------------------------------------------------
+
+
+def preview(value, items: int = EXAMPLE_ITEMS, chars: int = EXAMPLE_CHARS):
+    """`value` shortened for the card: lists to `items` entries and a count of the rest, strings to
+    `chars` characters, floats to 4 decimals (float32 times read back as 0.4, not 0.4000000059)."""
+    if isinstance(value, dict):
+        return {k: preview(v, items, chars) for k, v in value.items()}
+    if isinstance(value, list):
+        shown = [preview(v, items, chars) for v in value[:items]]
+        return shown + ([f"… {len(value) - items:,} more"] if len(value) > items else [])
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, str):
+        value = re.sub("`{3,}", "'''", value)  # a fence inside a value would end the card's code block
+        return value if len(value) <= chars else value[:chars] + f"… ({len(value):,} characters)"
+    return value
+
+
+def first_row(folder: Path, config: str) -> dict | None:
+    """The first row of the config's first non-empty shard, as the Hub's viewer shows it first."""
+    for shard in _shards(folder, config):
+        handle = pq.ParquetFile(shard)
+        for batch in handle.iter_batches(batch_size=1):
+            if batch.num_rows:
+                return batch.to_pylist()[0]
+    return None
+
+
+def example_json(folder: Path, config: str) -> str | None:
+    row = first_row(folder, config)
+    return None if row is None else json.dumps(preview(row), indent=2, ensure_ascii=False)
+
+
+def resample_note(folder: Path, config: str) -> str | None:
+    """How a resampled config was drawn, from its `resample_stats.json`."""
+    from action100m_hf.resample.sampling import STATS_FILE as RESAMPLE_STATS_FILE
+
+    path = folder / config / RESAMPLE_STATS_FILE
+    if not path.is_file():
+        return None
+    try:
+        s = json.loads(path.read_text(encoding="utf-8"))
+        dedup = s.get("dedup", {})
+        return (
+            f"{s['size']:,} draws (seed {s['seed']}) over k = {s['k_effective']:,} k-means clusters "
+            f"(requested {s['k_requested']:,}) of `{s['embedding_model']}` embeddings of "
+            f"{dedup.get('unique_texts', 0):,} unique brief actions from {dedup.get('segments', 0):,} segments"
+        )
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CardError(f"{path}: unreadable resampling statistics ({e})") from e
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+def _stats_inputs(folder: Path) -> list[list]:
+    """What the statistics depend on: the tree shards and the build's errors (name, size, mtime)."""
+    files = _shards(folder, "tree") + [p for p in [folder / "build" / "errors.parquet"] if p.is_file()]
+    return [[p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def tree_stats(folder: Path) -> DatasetStats | None:
+    """The statistics of the folder's tree config (None without one), from `assets/stats.json`
+    while the tree shards are those it was computed from, else computed again."""
+    from action100m_hf.hub.stats import compute_stats
+
+    inputs = _stats_inputs(folder)
+    if not any(name.startswith("tree/") for name, _, _ in inputs):
+        return None
+    cache = folder / STATS_FILE
+    if cache.is_file():
+        try:
+            saved = json.loads(cache.read_text(encoding="utf-8"))
+            if saved.get("inputs") == inputs:
+                return DatasetStats.from_dict(saved["stats"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # an unreadable cache is computed again
+    return compute_stats([str(p) for p in _shards(folder, "tree")])
+
+
+def _save_stats(folder: Path, stats: DatasetStats) -> None:
+    path = folder / STATS_FILE
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"inputs": _stats_inputs(folder), "stats": stats.as_dict()}, indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 def _figures(stats: DatasetStats) -> dict:
@@ -239,16 +317,38 @@ def _share(n: int, total: int) -> str:
     return f"{100 * n / total:.2f} %" if total else "-"
 
 
-def render_card(folder: str | Path, stats: DatasetStats, build_info: dict | None = None) -> str:
-    """The card's Markdown (YAML header included) for the configs present in `folder`."""
+def _stats_context(stats: DatasetStats | None) -> dict:
+    if stats is None:
+        return {"figures": None}
+    return {
+        "figures": _figures(stats),
+        "duration_rows": [
+            {"name": name, "count": f"{n:,}", "share": _share(n, stats.segments)}
+            for name, n in stats.duration_buckets.items()
+        ],
+        "level_rows": [
+            {"level": lvl, "segments": f"{n:,}", "videos": f"{stats.depth_counts.get(lvl, 0):,}"}
+            for lvl, n in stats.level_counts.items()
+        ],
+        "word_rows": [{"name": n, "words": f"{w:.2f}"} for n, w in stats.words_per_field.items()],
+        "verb_rows": [{"verb": v, "count": f"{n:,}"} for v, n in stats.top_verbs],
+        "example_uid": stats.example.video_uid if stats.example else None,
+    }
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def _render(folder: Path, stats: DatasetStats | None, info: dict) -> str:
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    folder = Path(folder)
-    info = _build_info(build_info, folder)
+    from action100m_hf.hub.plots import PLOT_FILES
+
     configs = _card_configs(folder)
     infos = dataset_infos(folder, configs)
     rows = {c: infos[c].splits[SPLIT].num_examples for c in configs}
-
+    default = expected_default(configs)
+    main = default or configs[0]  # the config the card's loading example loads first
     # The Hub reads license_name and license_link only with license "other".
     custom_license = (
         {"license_name": info["license_name"], "license_link": info["license_link"]}
@@ -260,49 +360,55 @@ def render_card(folder: str | Path, stats: DatasetStats, build_info: dict | None
         language=LANGUAGE,
         task_categories=TASK_CATEGORIES,
         tags=TAGS,
-        size_categories=[size_category(rows[DEFAULT_CONFIG])],
+        size_categories=[size_category(rows[main])],
         pretty_name=info["pretty_name"],
+        source_datasets=info["source_datasets"] or None,
         configs=configs_yaml(configs),
     )
     infos.to_dataset_card_data(card_data)
-    others = [c for c in configs if c != DEFAULT_CONFIG]
+    settings = info["settings"]
     card = DatasetCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
         description=info["description"],
-        repo_id=info["repo_id"],
-        default_config=DEFAULT_CONFIG,
-        stream_example=others[0] if others else None,
+        repo_id=info["repo_id"] or str(folder),
+        tree_source=f"hf://datasets/{info['repo_id']}/tree" if info["repo_id"] else str(folder / "tree"),
+        default_config=default,
+        main_config=main,
+        stream_example=next((c for c in configs if c != main), None),
+        frames_config=next((c for c in (main, *configs) if c != "tree"), None),
         configs=[
-            {"name": c, "default": c == DEFAULT_CONFIG, "rows": f"{rows[c]:,}",
-             "summary": CONFIG_SUMMARIES[c], "fields": field_rows(c)}
+            {"name": c, "default": c == default, "rows": f"{rows[c]:,}", "summary": CONFIG_SUMMARIES[c],
+             "fields": field_rows(c), "example": example_json(folder, c),
+             "resample": resample_note(folder, c) if c in RESAMPLED_CONFIGS else None}
             for c in configs
         ],
         build={
             "profile": info["profile"],
             "code_version": info["code_version"],
             "source": info["source"],
+            "source_datasets": info["source_datasets"],
             "models": info["models"],
-            "settings_yaml": (
-                yaml.safe_dump(info["settings"], sort_keys=False).strip() if info["settings"] else ""
-            ),
+            "settings_yaml": settings.strip() if isinstance(settings, str)
+            else yaml.safe_dump(settings, sort_keys=False).strip() if settings else "",
+            "summary_json": json.dumps(preview(info["summary"], items=5), indent=2, ensure_ascii=False)
+            if info["summary"] else "",
         },
-        figures=_figures(stats),
-        duration_rows=[
-            {"name": name, "count": f"{n:,}", "share": _share(n, stats.segments)}
-            for name, n in stats.duration_buckets.items()
-        ],
-        level_rows=[
-            {"level": lvl, "segments": f"{n:,}", "videos": f"{stats.depth_counts.get(lvl, 0):,}"}
-            for lvl, n in stats.level_counts.items()
-        ],
-        word_rows=[{"name": n, "words": f"{w:.2f}"} for n, w in stats.words_per_field.items()],
-        verb_rows=[{"verb": v, "count": f"{n:,}"} for v, n in stats.top_verbs],
         plots=PLOT_FILES,
-        example_uid=stats.example.video_uid if stats.example else None,
         citation=CITATION,
+        **_stats_context(stats),
     )
     return str(card)
+
+
+def render_card(
+    folder: str | Path, stats: DatasetStats | None = None, build_info: dict | None = None, *,
+    repo_id: str | None = None, source: str | None = None,
+) -> str:  # fmt: skip
+    """The card's Markdown (YAML header included) for the configs present in `folder`; `stats` are
+    those of its tree config (None: no statistics section). Writes nothing."""
+    folder = Path(folder)
+    return _render(folder, stats, card_settings(folder, build_info, repo_id=repo_id, source=source))
 
 
 def card_repo_id(card) -> str | None:
@@ -315,9 +421,9 @@ def validate_card(content: str, folder: str | Path | None = None):
     """Parse and check a card; returns the `huggingface_hub.DatasetCard` or raises `CardError`.
 
     Checks the YAML as the Hub's loaders read it: the required keys, `configs` (with
-    `default: true` on brief_action) through `datasets`' `MetadataConfigs`, and `dataset_info`
-    features equal to the contract of each config. With `folder`, also that the configs are the
-    folder's, that row counts match the shards and that every linked image exists.
+    `default: true` on brief_action when the folder has it) through `datasets`' `MetadataConfigs`,
+    and `dataset_info` features equal to the contract of each config. With `folder`, also that the
+    configs are the folder's, that row counts match the shards and that every linked image exists.
     """
     from datasets.info import DatasetInfosDict
     from datasets.utils.metadata import MetadataConfigs
@@ -336,8 +442,8 @@ def validate_card(content: str, folder: str | Path | None = None):
     if card.data.get("license") == "other":
         problems += [f"license `other` needs `{k}`" for k in ("license_name", "license_link")
                      if not card.data.get(k)]
-    if default != DEFAULT_CONFIG:
-        problems.append(f"default config is {default!r}, expected {DEFAULT_CONFIG!r}")
+    if metadata_configs and default != expected_default(metadata_configs):
+        problems.append(f"default config is {default!r}, expected {expected_default(metadata_configs)!r}")
     if set(infos) != set(metadata_configs):
         problems.append(
             f"configs {sorted(metadata_configs)} and dataset_info configs {sorted(infos)} differ"
@@ -369,20 +475,60 @@ def validate_card(content: str, folder: str | Path | None = None):
     return card
 
 
-def write_card(folder: str | Path, build_info: dict | None = None) -> Path:
-    """Compute statistics and plots of `folder`'s tree config, then write a validated README.md."""
+def write_card(
+    folder: str | Path, build_info: dict | None = None, *, repo_id: str | None = None, source: str | None = None
+) -> Path:
+    """Write or refresh the validated README.md card of the Hub-layout folder `folder`.
+
+    Needs nothing but the folder: every config present is described (rows, fields, first row),
+    statistics and plots come from its tree config, provenance from `provenance.card_settings`
+    (`repo_id`: the repository its examples load from; `source`: where the trees came from, the
+    release's license and source fields when it names the release; `build_info`: any other
+    setting of `provenance.DEFAULT_SETTINGS`). The settings are kept in `assets/card.yaml` for the
+    next refresh. Nothing is replaced when the card does not validate.
+    """
+    from action100m_hf.hub.plots import PLOT_FILES, write_plots
+
     folder = Path(folder)
-    tree_shards = _shards(folder, "tree")
-    if not tree_shards:
-        raise CardError(
-            f"folder {folder}: no tree shards under {folder / 'tree'}; the card's statistics need them"
-        )
-    dataset_infos(folder, _card_configs(folder))  # footers and settings are checked before the statistics
-    _build_info(build_info, folder)
-    stats = compute_stats([str(p) for p in tree_shards])
-    write_plots(stats, folder / ASSETS_DIR)
-    content = render_card(folder, stats, build_info)
+    configs = _card_configs(folder)
+    dataset_infos(folder, configs)  # schemas are checked before the statistics are computed
+    info = card_settings(folder, build_info, repo_id=repo_id, source=source)
+    stats = tree_stats(folder)
+    assets = folder / ASSETS_DIR
+    written = {p.name for p in write_plots(stats, assets)} if stats is not None else set()
+    for name in set(PLOT_FILES.values()) - written:  # plots of an earlier card that this one lacks
+        (assets / name).unlink(missing_ok=True)
+    content = _render(folder, stats, info)
     validate_card(content, folder)
     path = folder / "README.md"
-    path.write_text(content, encoding="utf-8")
+    tmp = path.with_name(f".README.md.tmp-{os.getpid()}")
+    tmp.write_text(content, encoding="utf-8")
+    os.replace(tmp, path)
+    save_settings(folder, info)
+    if stats is not None:
+        _save_stats(folder, stats)
     return path
+
+
+def retarget_card(folder: str | Path, repo_id: str, *, write: bool = True) -> str:
+    """The folder's card with examples that load `repo_id`, its other settings kept; written like
+    `write_card` does, or (`write=False`) only rendered and validated."""
+    folder = Path(folder)
+    if write:
+        return write_card(folder, repo_id=repo_id).read_text(encoding="utf-8")
+    content = _render(folder, tree_stats(folder), card_settings(folder, repo_id=repo_id))
+    validate_card(content, folder)
+    return content
+
+
+def describe_card(path: str | Path) -> str:
+    """One line on a written card: its configs with their rows, where its examples load from."""
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard.load(path)
+    infos = DatasetInfosDict.from_dataset_card_data(card.data)
+    configs = ", ".join(f"{name} ({infos[name].splits[SPLIT].num_examples:,} rows)"
+                        for name in MetadataConfigs.from_dataset_card_data(card.data))
+    return f"wrote {path}: {configs}; its examples load {card_repo_id(card)!r}"

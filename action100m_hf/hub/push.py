@@ -1,20 +1,30 @@
-"""Publishing: upload a Hub-layout folder to a dataset repository, and `action100m push`.
+"""Publishing: make a Hub dataset repository hold exactly a Hub-layout folder, and `action100m push`.
 
-`push_folder` checks the folder (card valid, no code files, no unfinished shards), creates the
-repository and branch, and uploads with `HfApi.upload_folder`, retrying only known transient
-failures (HTTP 408/429/5xx and the Hub's "A commit has happened since" race) with exponential
-backoff. Re-running after an interruption resumes: files already on the Hub are not sent again.
+`push_folder` checks the folder (a valid card naming the target repository, no code files, no
+unfinished shards), creates the repository or sets its visibility when asked, then replaces its
+content with the folder's in bounded commits (`commits.plan_commits`: unchanged files skipped,
+files the folder no longer has deleted from the config folders, `build/` and `assets/`, README.md
+last). A transient failure (HTTP 408/429/5xx, the Hub's "A commit has happened since" race) is
+retried with exponential backoff; every try plans again from the repository's listing, so
+committed batches are never sent twice, and running the same push after a crash resumes it.
 The token comes from the argument, `HF_TOKEN` or the login cache and is never printed.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from action100m_hf.errors import Action100MError
+from action100m_hf.hub.commits import (
+    CARD_FILE, MAX_BYTES_PER_COMMIT, MAX_FILES_PER_COMMIT, LocalFile, format_bytes,
+    plan_commits, remote_files, send_commits,
+)  # fmt: skip
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_COMMIT_MESSAGE = "Upload Action100M-format dataset"
 #: HTTP statuses worth another try: timeout, rate limit, server errors.
@@ -23,10 +33,8 @@ TRANSIENT_STATUSES = frozenset({408, 429})
 COMMIT_RACE_MESSAGE = "A commit has happened since"
 #: The longest wait between two tries, seconds.
 MAX_BACKOFF = 120.0
-#: Paths `upload_folder` never sends (its own defaults), left out of the plan too.
-_NEVER_UPLOADED = (".git", ".cache")
-#: Top-level folders of a build output that stay local: the builder's resumable work files.
-LOCAL_ONLY = ("_work",)
+#: Top-level names never sent: git and cache folders, and the builder's resumable work files.
+LOCAL_ONLY = (".git", ".cache", "_work")
 
 
 class PushError(Action100MError):
@@ -37,12 +45,23 @@ class PushError(Action100MError):
 class PushResult:
     repo_id: str
     revision: str | None
-    files: list[str]  # paths relative to the folder, as they land in the repository
+    files: list[str]  # every file of the folder, as it lands in the repository, in commit order
     total_bytes: int
     dry_run: bool
-    private: bool
-    commit_url: str | None = None
+    private: bool | None  # the visibility asked for; None: left as it is
+    visibility: str | None = None  # "private" or "public" after the push (None on a dry run)
+    visibility_note: str = ""  # what happened to the repository: created, made private, unchanged
+    card_note: str = ""  # set when the card was rewritten for `repo_id`
+    planned_commits: int = 0  # commits into an empty repository (fewer when files are already there)
+    uploaded: list[str] = field(default_factory=list)  # files sent (new or changed)
+    deleted: list[str] = field(default_factory=list)  # repository files the folder no longer has
+    unchanged: list[str] = field(default_factory=list)  # files the repository already held as they are
+    commit_urls: list[str] = field(default_factory=list)
     attempts: dict[str, int] = field(default_factory=dict)  # operation -> tries it took
+
+    @property
+    def commit_url(self) -> str | None:
+        return self.commit_urls[-1] if self.commit_urls else None
 
 
 def resolve_token(token: str | None = None) -> str | None:
@@ -54,16 +73,21 @@ def resolve_token(token: str | None = None) -> str | None:
     return get_token()
 
 
-def is_transient(error: BaseException) -> bool:
-    """True for failures that another try may fix: HTTP 408, 429, 5xx and the commit race."""
+def is_transient(error: BaseException | None) -> bool:
+    """True for failures that another try may fix: HTTP 408, 429, 5xx and the commit race, also
+    when they are the cause of another error (an LFS upload wraps its HTTP error)."""
     from huggingface_hub.errors import HfHubHTTPError
 
-    if not isinstance(error, HfHubHTTPError) or error.response is None:
-        return False
-    status = error.response.status_code
-    if status in TRANSIENT_STATUSES or status >= 500:
-        return True
-    return status == 412 and COMMIT_RACE_MESSAGE in f"{error} {error.server_message or ''}"
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, HfHubHTTPError) and error.response is not None:
+            status = error.response.status_code
+            if status in TRANSIENT_STATUSES or status >= 500:
+                return True
+            return status == 412 and COMMIT_RACE_MESSAGE in f"{error} {error.server_message or ''}"
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _retry_after(error: BaseException) -> float | None:
@@ -103,67 +127,132 @@ def with_retries(
             sleep(max(delay, _retry_after(error) or 0.0))
 
 
-def upload_plan(folder: str | Path) -> list[Path]:
-    """The files `upload_folder` would send, after checking the folder can be published."""
+def upload_plan(folder: str | Path) -> list[LocalFile]:
+    """The files a push sends (every file but `LOCAL_ONLY`), after checking they can be published."""
+    from action100m_hf.hub.card import card_command
+
     folder = Path(folder)
-    if not (folder / "README.md").is_file():
-        raise PushError(f"folder {folder}: no README.md (write the card with card.write_card first)")
-    files = sorted(
+    if not folder.is_dir():
+        raise PushError(f"folder {folder}: no such folder")
+    if not (folder / CARD_FILE).is_file():
+        raise PushError(f"folder {folder}: no {CARD_FILE} card; write it with `{card_command(folder)}`")
+    paths = sorted(
         p for p in folder.rglob("*")
-        if p.is_file() and p.relative_to(folder).parts[0] not in _NEVER_UPLOADED + LOCAL_ONLY
+        if p.is_file() and p.relative_to(folder).parts[0] not in LOCAL_ONLY
     )
-    code = [str(p.relative_to(folder)) for p in files if p.suffix == ".py"]
+    code = [str(p.relative_to(folder)) for p in paths if p.suffix == ".py"]
     if code:
         raise PushError(
             f"folder {folder}: holds code file(s) {', '.join(code)}; a dataset repo loads "
             "without code, remove them"
         )
-    unfinished = [str(p.relative_to(folder)) for p in files if p.name.startswith(".tmp-")]
+    unfinished = [str(p.relative_to(folder)) for p in paths if ".tmp-" in p.name]
     if unfinished:
         raise PushError(
-            f"folder {folder}: unfinished shard(s) {', '.join(unfinished)} (a write is running or "
+            f"folder {folder}: unfinished file(s) {', '.join(unfinished)} (a write is running or "
             "was interrupted); finish the build or delete them"
         )
-    return files
+    return [LocalFile(p.relative_to(folder).as_posix(), p, p.stat().st_size) for p in paths]
+
+
+def checked_card(folder: Path, repo_id: str, *, write: bool):
+    """The folder's validated card, with its examples loading `repo_id` (rewritten when they name
+    another repository or the folder; only rendered when `write` is false); returns (card, note)."""
+    from action100m_hf.hub.card import CardError, card_command, card_repo_id, retarget_card, validate_card
+
+    try:
+        card = validate_card((folder / CARD_FILE).read_text(encoding="utf-8"), folder)
+    except CardError as e:
+        raise CardError(f"{e}; write a valid card with `{card_command(folder, repo_id)}`") from None
+    named = card_repo_id(card)
+    if named == repo_id:
+        return card, ""
+    card = validate_card(retarget_card(folder, repo_id, write=write), folder)
+    verb = "rewritten" if write else "would be rewritten"
+    return card, f"the card's examples loaded {named!r}: {verb} for {repo_id}"
+
+
+def _ensure_repo(api, repo_id: str, private: bool | None, token: str, retry: dict) -> tuple[bool, str]:
+    """Create the dataset repo, or bring an existing one to the visibility asked for; returns
+    (private now, what happened). A visibility the Hub refuses to change stops the push."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    def read():
+        try:
+            return api.repo_info(repo_id, repo_type="dataset", token=token)
+        except RepositoryNotFoundError:
+            return None
+
+    info = with_retries(read, what=f"reading dataset repo {repo_id}", **retry)
+    if info is None:
+        with_retries(
+            lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True, token=token),
+            what=f"creating dataset repo {repo_id}", **retry,
+        )
+        now = bool(with_retries(read, what=f"reading dataset repo {repo_id}", **retry).private)
+        return now, f"created {'private' if now else 'public'}"
+    current = "private" if info.private else "public"
+    if private is None or bool(info.private) == private:
+        return bool(info.private), f"{current}, as it was"
+    wanted = "private" if private else "public"
+    try:
+        with_retries(
+            lambda: api.update_repo_settings(repo_id, private=private, repo_type="dataset", token=token),
+            what=f"making dataset repo {repo_id} {wanted}", **retry,
+        )
+    except PushError as e:
+        raise PushError(
+            f"dataset repo {repo_id} is {current} and stays {current}, nothing was uploaded: {e} "
+            f"(a token with admin rights on the repository can change it, or its settings page)"
+        ) from e.__cause__
+    return private, f"made {wanted} (was {current})"
+
+
+def describe_commit(index: int, total: int, batch, url: str) -> str:
+    parts = [f"{len(batch.additions)} file(s), {format_bytes(batch.nbytes)}"]
+    if batch.deletions:
+        parts.append(f"{len(batch.deletions)} deletion(s)")
+    if any(f.path == CARD_FILE for f in batch.additions):
+        parts.append(CARD_FILE)
+    return f"commit {index}/{total}: {', '.join(parts)} -> {url}"
 
 
 def push_folder(
     folder: str | Path,
     repo_id: str,
     *,
-    private: bool = False,
+    private: bool | None = None,
     revision: str | None = None,
     commit_message: str = DEFAULT_COMMIT_MESSAGE,
     dry_run: bool = False,
     token: str | None = None,
     api=None,
+    max_files_per_commit: int = MAX_FILES_PER_COMMIT,
+    max_bytes_per_commit: int = MAX_BYTES_PER_COMMIT,
     max_retries: int = 5,
     backoff: float = 2.0,
     sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[str], None] | None = None,
 ) -> PushResult:
-    """Publish `folder` to the dataset repo `repo_id` (created if needed) on branch `revision`.
+    """Make the dataset repo `repo_id` (created if needed) hold exactly `folder` on branch `revision`.
 
+    `private`: True/False sets the visibility (of a new or an existing repository), None leaves it.
     The card is validated first, locally against the folder and then by the Hub's validator;
-    `dry_run` does the local checks only and calls nothing on the Hub.
+    `dry_run` does the local checks only, writes nothing and calls nothing on the Hub. `progress`
+    receives one line per step and per commit (default: the module's logger).
     """
-    from action100m_hf.hub.card import card_repo_id, validate_card
-
     folder = Path(folder)
+    report = progress or logger.info
     files = upload_plan(folder)
-    card = validate_card((folder / "README.md").read_text(encoding="utf-8"), folder)
-    if card_repo_id(card) != repo_id:
-        raise PushError(
-            f"card of {folder}: its examples load {card_repo_id(card)!r}, not {repo_id!r}; rewrite it "
-            f"with card.write_card(folder, {{'repo_id': {repo_id!r}, ...}}) before pushing"
-        )
+    card, card_note = checked_card(folder, repo_id, write=not dry_run)
+    if card_note and not dry_run:
+        report(card_note)
+    files = upload_plan(folder)  # a rewritten card has a new size
+    first_plan = plan_commits(files, {}, head=None, max_files=max_files_per_commit, max_bytes=max_bytes_per_commit)
     result = PushResult(
-        repo_id=repo_id,
-        revision=revision,
-        files=[p.relative_to(folder).as_posix() for p in files],
-        total_bytes=sum(p.stat().st_size for p in files),
-        dry_run=dry_run,
-        private=private,
-    )
+        repo_id=repo_id, revision=revision, files=first_plan.uploads, total_bytes=sum(f.size for f in files),
+        dry_run=dry_run, private=private, card_note=card_note, planned_commits=len(first_plan.batches),
+    )  # fmt: skip
     if dry_run:
         return result
 
@@ -174,34 +263,44 @@ def push_folder(
         from huggingface_hub import HfApi
 
         api = HfApi()
-    retry = dict(token=token, max_retries=max_retries, backoff=backoff, sleep=sleep,
-                 attempts=result.attempts)
-
+    retry = dict(token=token, max_retries=max_retries, backoff=backoff, sleep=sleep, attempts=result.attempts)
     with_retries(
         lambda: card.validate(repo_type="dataset"), what=f"Hub validation of the card of {folder}", **retry
     )
-    with_retries(
-        lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True, token=token),
-        what=f"creating dataset repo {repo_id}", **retry,
-    )
+    now_private, result.visibility_note = _ensure_repo(api, repo_id, private, token, retry)
+    result.visibility = "private" if now_private else "public"
     if revision and revision != "main":
         with_retries(
-            lambda: api.create_branch(
-                repo_id, branch=revision, repo_type="dataset", exist_ok=True, token=token
-            ),
+            lambda: api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True, token=token),
             what=f"creating branch {revision} of {repo_id}", **retry,
         )
-    commit = with_retries(
-        lambda: api.upload_folder(
-            repo_id=repo_id,
-            folder_path=str(folder),
-            repo_type="dataset",
-            revision=revision,
-            commit_message=commit_message,
-            token=token,
-            ignore_patterns=[f"{name}/**" for name in LOCAL_ONLY],
-        ),
-        what=f"uploading {folder} to {repo_id}", **retry,
-    )
-    result.commit_url = getattr(commit, "commit_url", None)
+    target = f"{repo_id}@{revision or 'main'}"
+
+    def publish() -> None:
+        head = api.repo_info(repo_id, repo_type="dataset", revision=revision, token=token).sha
+        plan = plan_commits(files, remote_files(api, repo_id, head, token), head=head,
+                            max_files=max_files_per_commit, max_bytes=max_bytes_per_commit)
+        report(
+            f"{target}: {len(plan.uploads)} file(s) to upload "
+            f"({format_bytes(sum(b.nbytes for b in plan.batches))}), {len(plan.deletions)} to delete, "
+            f"{len(plan.unchanged)} unchanged, in {len(plan.batches)} commit(s)"
+        )
+        for index, batch, info in send_commits(api, plan, repo_id=repo_id, revision=revision,
+                                               commit_message=commit_message, token=token):
+            result.uploaded += [f.path for f in batch.additions]
+            result.deleted += batch.deletions
+            result.commit_urls.append(info.commit_url)
+            report(describe_commit(index, len(plan.batches), batch, info.commit_url))
+
+    try:
+        with_retries(publish, what=f"uploading {folder} to {target}", **retry)
+    except PushError as e:
+        if not result.commit_urls:
+            raise
+        raise PushError(
+            f"{e} ({len(result.commit_urls)} commit(s) landed before the failure; the same push resumes, "
+            "skipping the files already committed)"
+        ) from e.__cause__
+    sent = set(result.uploaded)
+    result.unchanged = [f.path for f in files if f.path not in sent]
     return result

@@ -2,23 +2,22 @@
 
 `compute_stats(source)` streams the tree record batches of any source (a built folder, Parquet
 files, the official preview on the Hub) once and aggregates them with pyarrow compute kernels
-and numpy over the raw UTF-8 bytes (word counts); no Python loop runs per node. `run_stats`
-prints them as a table and can write the card's plots.
+and numpy over the raw UTF-8 bytes (word counts); no Python loop runs per node. `format_stats`
+is the table `action100m stats` prints; `DatasetStats.as_dict`/`from_dict` its JSON.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from action100m_hf.data.schema import FLAT_TEXT_FIELDS, NA_TEXT, OFFICIAL_SOURCE, TIME_DECIMALS
+from action100m_hf.data.schema import FLAT_TEXT_FIELDS, NA_TEXT, TIME_DECIMALS
+from action100m_hf.data.view import errors_file, mark_of, read_errors
 
 #: Text fields whose words are counted: (name, path inside a node), the `segments` config's columns.
 TEXT_FIELDS = FLAT_TEXT_FIELDS["segments"]
@@ -33,13 +32,24 @@ TOP_VERBS = 25
 
 @dataclass
 class ExampleTree:
-    """The nodes of one video, enough to draw its timeline."""
+    """The nodes of one video, enough to draw its timeline as `action100m view` draws it."""
 
     video_uid: str
     levels: list[int]
     starts: list[float]
     ends: list[float]
     labels: list[str | None]  # gpt.action.brief, None where the node has none
+    node_ids: list[str] = field(default_factory=list)
+    annotated: list[bool] = field(default_factory=list)  # the node has `gpt`
+    error_node_ids: set[str] = field(default_factory=set)  # nodes named by an error record
+
+    @property
+    def marks(self) -> list[str]:
+        """Each node's mark (`data.view.MARKS`), as the page of `action100m view` marks it."""
+        return [
+            mark_of(annotated, label, node in self.error_node_ids)
+            for annotated, label, node in zip(self.annotated, self.labels, self.node_ids)
+        ]
 
 
 @dataclass
@@ -81,9 +91,26 @@ class DatasetStats:
         return self.annotated_segments - self.na_segments
 
     def as_dict(self) -> dict:
+        """The statistics as JSON-ready data (sets as sorted lists); `from_dict` reads it back."""
         out = asdict(self)
+        if out["example"] is not None:
+            out["example"]["error_node_ids"] = sorted(out["example"]["error_node_ids"])
         out.update(hours=self.hours, na_rate=self.na_rate, histogram_edges=list(HISTOGRAM_EDGES))
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DatasetStats":
+        """The statistics `as_dict` gave, also after a JSON round trip (integer keys, tuples)."""
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        for key in ("level_counts", "depth_counts"):
+            values[key] = {int(k): v for k, v in values.get(key, {}).items()}
+        values["top_verbs"] = [tuple(item) for item in values.get("top_verbs", [])]
+        example = values.get("example")
+        if example is not None:
+            example = {f.name: example[f.name] for f in fields(ExampleTree) if f.name in example}
+            example["error_node_ids"] = set(example.get("error_node_ids", ()))
+            values["example"] = ExampleTree(**example)
+        return cls(**values)
 
 
 #: Bytes of the ASCII characters Python's `str.split()` treats as whitespace.
@@ -224,6 +251,8 @@ class _Accumulator:
             starts=pc.struct_field(nodes, "start").to_pylist(),
             ends=pc.struct_field(nodes, "end").to_pylist(),
             labels=pc.struct_field(nodes, ["gpt", "action", "brief"]).to_pylist(),
+            node_ids=pc.struct_field(nodes, "node_id").to_pylist(),
+            annotated=pc.is_valid(pc.struct_field(nodes, "gpt")).to_pylist(),
         )
 
     def result(self) -> DatasetStats:
@@ -255,7 +284,13 @@ def compute_stats(source, batch_size: int = 64) -> DatasetStats:
     from action100m_hf.data.loading import iter_tree_batches
 
     # Metadata (transcripts) is a large part of the release's bytes and no statistic needs it.
-    return stats_from_batches(iter_tree_batches(source, batch_size, columns=("video_uid", "nodes")))
+    stats = stats_from_batches(iter_tree_batches(source, batch_size, columns=("video_uid", "nodes")))
+    errors = errors_file(source) if stats.example is not None else None
+    if errors:  # the example's error marks, as the page of `action100m view` shows them
+        stats.example.error_node_ids = {
+            e["node_id"] for e in read_errors(errors, stats.example.video_uid) if e["node_id"]
+        }
+    return stats
 
 
 def format_stats(stats: DatasetStats) -> str:
