@@ -297,7 +297,7 @@ def test_push_to_hub_writes_the_card_then_pushes(tmp_path, fast_reference, monke
     argv = ["build", str(videos), "--profile", "tiny", "-o", str(folder), "--quiet", *fast_args(),
             "--push-to-hub", "someone/my-actions", "--private"]  # fmt: skip
     assert main(argv) == 0
-    assert pushed == [((str(folder), "someone/my-actions"), {"private": True})]
+    assert pushed == [((str(folder), "someone/my-actions"), {"private": True, "progress": print})]
     card = (folder / "README.md").read_text()
     assert "config_name: brief_action" in card and "someone/my-actions" in card
 

@@ -22,6 +22,8 @@ def test_shard_by_duration_is_balanced_and_deterministic():
     assert shard_by_duration(durations, 2) == [["a", "d", "e", "f"], ["b", "c"]]
     assert shard_by_duration(durations, 1) == [sorted(durations)]
     assert shard_by_duration(durations, 4) == [["a"], ["b"], ["c"], ["d", "e", "f"]]
+    # Unknown durations (0) spread evenly, not all onto rank 0.
+    assert shard_by_duration(dict.fromkeys("abcde", 0.0), 2) == [["a", "c", "e"], ["b", "d"]]
     with pytest.raises(ValueError, match="world size must be at least 1, got 0"):
         shard_by_duration(durations, 0)
 

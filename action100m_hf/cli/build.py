@@ -102,8 +102,9 @@ def run_build(args: argparse.Namespace, state=None, **inputs) -> int:
         from action100m_hf.hub.card import write_card
         from action100m_hf.hub.push import push_folder
 
-        write_card(summary.output, {"repo_id": args.push_to_hub})
-        push_folder(summary.output, args.push_to_hub, private=args.private)
+        write_card(summary.output, repo_id=args.push_to_hub)
+        # Without --private the repository's visibility is left as it is (new ones are public).
+        push_folder(summary.output, args.push_to_hub, private=True if args.private else None, progress=print)
     return 1 if args.strict and summary.errors else 0
 
 
