@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,8 +14,9 @@ from action100m_hf.build.stages.aggregate.self_refine import parse_annotation
 from action100m_hf.build.settings import load_profile
 from action100m_hf.build.stages.aggregate.backends import Generation, build_llm_backend
 from action100m_hf.build.stages.aggregate.backends.base import harmony_final_text, harmony_structural_tag
-from action100m_hf.build.stages.aggregate.backends.transformers_backend import token_batches
+from action100m_hf.build.stages.aggregate.backends.transformers_backend import prefix_batches
 from action100m_hf.build.stages.aggregate.stage import AggregateStage
+from action100m_hf.data.tree import annotatable
 from action100m_hf.errors import ModelNotAvailableError, ProfileError
 
 FINAL = {
@@ -54,17 +56,49 @@ def test_vllm_backend_without_vllm_names_the_package():
         build_llm_backend("vllm", tiny_generation("any"), seed=0, structured_outputs_backend="guidance")
 
 
-@pytest.mark.parametrize(
-    "lengths, size, tokens, batches",
-    [
-        ([5, 9, 3, 9], 8, 100, [[1, 3, 0, 2]]),  # longest first, ties by index
-        ([5, 9, 3, 9], 2, 100, [[1, 3], [0, 2]]),  # at most `size` prompts
-        ([5, 9, 3, 9], 8, 20, [[1, 3], [0, 2]]),  # 9 x 3 > 20: the third would overflow
-        ([50, 4], 8, 20, [[0], [1]]),  # longer than the bound: alone
-    ],
-)
-def test_token_batches_bound_prompts_and_padded_tokens(lengths, size, tokens, batches):
-    assert token_batches(lengths, size, tokens) == batches
+def test_prefix_batches_group_shared_prefixes_and_bound_the_work():
+    a = [[1] * 40 + [2, 3], [1] * 40 + [2, 4, 4], [1] * 40 + [5]]  # one video: 40 tokens in common
+    b = [[7] * 50 + [8], [7] * 50 + [9, 9]]  # another video
+    prompts = [a[0], b[0], a[1], b[1], a[2]]
+    # Sorted by tokens: a's prompts, then b's; each group one batch sharing its prefix.
+    assert prefix_batches(prompts, 8, 10_000) == [([0, 2, 4], 40), ([1, 3], 50)]
+    # At most 2 prompts per batch: the third of `a` runs alone, as a plain prompt; the first two
+    # share one more token ([.., 2, 3] and [.., 2, 4, 4]).
+    assert prefix_batches(prompts, 2, 10_000) == [([0, 2], 41), ([4], 0), ([1, 3], 50)]
+    # Tokens computed: 40 shared + 3 x 3 own (padded) = 49 <= 49; 48 is one too few for three.
+    assert prefix_batches(a, 8, 49) == [([0, 1, 2], 40)]
+    assert prefix_batches(a, 8, 48) == [([0, 1], 41), ([2], 0)]
+    # A prompt that is all prefix keeps one token of its own; a short common prefix is not shared.
+    assert prefix_batches([[1] * 40, [1] * 40 + [2]], 8, 10_000) == [([0, 1], 39)]
+    assert prefix_batches([[1] * 10 + [2], [1] * 10 + [3]], 8, 10_000) == [([0, 1], 0)]
+
+
+@pytest.mark.slow
+def test_batched_prefix_path_gives_the_batch_1_outputs_and_computes_fewer_tokens():
+    row = json.loads((Path(__file__).parent / "golden" / "stage3_tree.json").read_text())
+    other = json.loads(json.dumps(row))
+    other["metadata"]["title"] = "Another video entirely"
+    schema = prompts.response_schema(24)
+    conversations = [
+        prompts.first_turn(p)
+        for r in (row, other)
+        for p in prompts.node_prompts(r["metadata"], r["nodes"], annotatable(r["nodes"]), schema, global_depth=3, subtree_depth=3)
+    ]
+    conversations += [prompts.refine_turn(c, json.dumps(FINAL)) for c in conversations[:3]]  # round-2 prompts too
+
+    def backend(size: int):
+        tiny = load_profile("tiny", [f"aggregate.backends.transformers.max_batch_size={size}"])
+        return AggregateStage(tiny["aggregate"], tiny.run).models
+
+    one, batched = backend(1), backend(16)
+    alone = one.generate_json(conversations, schema)
+    together = batched.generate_json(conversations, schema)
+    assert together == alone
+    assert all(parse_annotation(text, schema) for text in together)
+    lengths = sum(len(p) for p in one.prompt_ids(conversations))
+    assert one.prefill_tokens == lengths
+    # Each video's shared prefix is computed once (more than half of every prompt's tokens).
+    assert batched.prefill_tokens < 0.6 * lengths
 
 
 def test_harmony_grammar_accepts_analysis_then_final_json_only():

@@ -1,9 +1,13 @@
-"""The `transformers` backend: in-process `generate`, constrained by an xgrammar logits processor.
+"""The `transformers` backend: batched `generate` with a shared-prefix KV cache, constrained by an
+xgrammar logits processor; for GPUs without vLLM and for CPU runs.
 
-For GPUs without vLLM and for CPU runs. Prompts are tokenised once, sorted by length and cut into
-batches bounded both in sequences and in tokens (longest prompt x batch size), so memory does not
-grow with the number of conversations; attention is SDPA, which never materialises the full
-attention matrix of a long prompt where a fused kernel applies.
+The conversations of one video share their first part (metadata, global tree, guidelines: the
+prompt layout puts them first), so prompts are sorted by their token ids, which puts each video's
+together, and cut into batches bounded in sequences and in tokens computed (the shared prefix once,
+plus every sequence's own part, padded). A batch's common prefix is run once and its KV cache
+expanded to the batch; only the own parts are prefilled per sequence. transformers' continuous
+batching (`generate_batch`) takes no per-request logits processor, so it cannot apply the grammar:
+this static batching with prefix reuse is the best batched path the library offers for it.
 """
 
 from __future__ import annotations
@@ -19,34 +23,68 @@ from action100m_hf.build.stages.aggregate.backends.base import (
 )
 from action100m_hf.errors import ModelNotAvailableError
 
+#: A common prefix shorter than this is not worth a separate forward pass.
+MIN_SHARED_PREFIX = 32
+#: Neighbouring prompts sharing less than this fraction of the shorter one belong to different
+#: videos (the prompts of one video share their first half or more; of two videos, a few tokens).
+SHARED_FRACTION = 0.25
 
-def token_batches(lengths: list[int], max_batch_size: int, max_batch_tokens: int) -> list[list[int]]:
-    """Indices of the prompts in batches: by decreasing length, each batch at most `max_batch_size`
-    prompts and `max_batch_tokens` padded tokens (its longest prompt x its size); a prompt longer
-    than the token bound goes alone."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two token lists."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def prefix_batches(prompts: list[list[int]], max_batch_size: int, max_batch_tokens: int) -> list[tuple[list[int], int]]:
+    """Batches of prompt indices with the length of the prefix they share.
+
+    Prompts are sorted by their tokens, so those sharing a prefix are neighbours; a group ends
+    where two neighbours share less than `SHARED_FRACTION` of the shorter one (another video's
+    prompts). Within a group, batches hold at most `max_batch_size` prompts and `max_batch_tokens`
+    tokens computed (the shared prefix once plus each prompt's padded rest). The shared length
+    leaves every prompt at least one token of its own; a batch of one shares nothing (it runs as
+    a plain prompt), as does a prefix under `MIN_SHARED_PREFIX` tokens.
+    """
+    order = sorted(range(len(prompts)), key=lambda i: (prompts[i], i))
+    batches: list[tuple[list[int], int]] = []
+    batch: list[int] = []
+    shared = 0
+
+    def close() -> None:
+        batches.append((batch, shared if len(batch) > 1 and shared >= MIN_SHARED_PREFIX else 0))
+
     for i in order:
-        if batches:
-            batch = batches[-1]
-            longest = lengths[batch[0]]  # sorted: the batch's first prompt is its longest
-            if len(batch) < max_batch_size and longest * (len(batch) + 1) <= max_batch_tokens:
+        if batch:
+            neighbours = common_prefix(prompts[batch[-1]], prompts[i])
+            same_group = neighbours >= SHARED_FRACTION * min(len(prompts[batch[-1]]), len(prompts[i]))
+            prefix = min(shared, neighbours, len(prompts[i]) - 1)
+            longest = max(len(prompts[j]) for j in (*batch, i))
+            fits = len(batch) < max_batch_size and prefix + (len(batch) + 1) * (longest - prefix) <= max_batch_tokens
+            if same_group and fits:
                 batch.append(i)
+                shared = prefix
                 continue
-        batches.append([i])
+            close()
+        batch, shared = [i], len(prompts[i]) - 1
+    if batch:
+        close()
     return batches
 
 
 class TransformersBackend(LLMBackend):
-    """In-process `generate` in token-bounded batches, constrained by xgrammar."""
+    """In-process batched `generate` with shared-prefix reuse, constrained by xgrammar."""
 
     name = "transformers"
 
     def __init__(self, generation: Generation, *, seed: int, max_batch_size: int, max_batch_tokens: int,
                  device: str | None = None, dtype: str = "auto"):  # fmt: skip
         """The profile's `aggregate.backends.transformers` section: `max_batch_size` sequences and
-        `max_batch_tokens` prompt tokens (padded) per generate call; `batch_size` (the
-        out-of-memory policy halves it) starts at `max_batch_size`."""
+        `max_batch_tokens` tokens computed per generate call; `batch_size` (the out-of-memory
+        policy halves it) starts at `max_batch_size`; 1 is the plain one-prompt-at-a-time path."""
         super().__init__(generation)
         try:
             import torch
@@ -68,6 +106,8 @@ class TransformersBackend(LLMBackend):
         self.compiler = xgrammar.GrammarCompiler(
             xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.lm.config.vocab_size)
         )
+        #: Tokens computed by the last `generate_json` (prefill, shared prefixes counted once).
+        self.prefill_tokens = 0
 
     def _grammar(self, schema: dict):
         if self.harmony:
@@ -84,6 +124,32 @@ class TransformersBackend(LLMBackend):
         # The chat template already writes the begin-of-text token.
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
+    def _inputs(self, prompts: list[list[int]], shared: int):
+        """Input ids and attention mask of a batch: the shared prefix, then each prompt's own
+        part left-padded to the longest (pads between the two are masked; positions follow the
+        mask, so every real token keeps its position in its own prompt)."""
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        longest = max(len(p) - shared for p in prompts)
+        ids, mask = [], []
+        for p in prompts:
+            fill = longest - (len(p) - shared)
+            ids.append(p[:shared] + [pad] * fill + p[shared:])
+            mask.append([1] * shared + [0] * fill + [1] * (len(p) - shared))
+        return torch.tensor(ids, device=self.device), torch.tensor(mask, device=self.device)
+
+    def _prefix_cache(self, prefix: list[int], batch: int):
+        """The KV cache of `prefix`, computed once and repeated for `batch` sequences."""
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.lm.config)
+        with torch.inference_mode():
+            self.lm(input_ids=torch.tensor([prefix], device=self.device), cache=cache, use_cache=True)
+        cache.batch_repeat_interleave(batch)
+        return cache
+
     def generate_json(self, conversations, schema, done=None):
         import torch
         from xgrammar.contrib.hf import LogitsProcessor
@@ -92,19 +158,21 @@ class TransformersBackend(LLMBackend):
         prompts = self.prompt_ids(conversations)
         texts: list[str] = [""] * len(prompts)
         torch.manual_seed(self.seed)
-        sampling = {"do_sample": True, "temperature": self.generation.temperature} if self.generation.temperature > 0 else {"do_sample": False}
-        for batch in token_batches([len(p) for p in prompts], self.batch_size, self.max_batch_tokens):
-            inputs = self.tokenizer.pad({"input_ids": [prompts[i] for i in batch]}, return_tensors="pt").to(self.device)
+        temperature = self.generation.temperature
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        self.prefill_tokens = 0
+        for batch, shared in prefix_batches(prompts, self.batch_size, self.max_batch_tokens):
+            members = [prompts[i] for i in batch]
+            input_ids, attention_mask = self._inputs(members, shared)
+            extra = {"cache": self._prefix_cache(members[0][:shared], len(batch))} if shared else {}
+            self.prefill_tokens += shared + sum(len(p) - shared for p in members)
             with torch.inference_mode():
                 out = self.lm.generate(
-                    **inputs,
-                    logits_processor=[LogitsProcessor(grammar)],
-                    max_new_tokens=self.generation.max_new_tokens,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    **sampling,
-                )
-            new_tokens = out[:, inputs["input_ids"].shape[1] :]
-            decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=not self.harmony)
+                    input_ids=input_ids, attention_mask=attention_mask, logits_processor=[LogitsProcessor(grammar)],
+                    max_new_tokens=self.generation.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                    **sampling, **extra,
+                )  # fmt: skip
+            decoded = self.tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=not self.harmony)
             for i, text in zip(batch, decoded):
                 texts[i] = harmony_final_text(text) if self.harmony else text
             if done is not None:
