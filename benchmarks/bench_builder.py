@@ -1,116 +1,176 @@
-"""Wall time per stage of the builder on the embedded sample, against the stages called directly.
+"""The builder's figures: the README's main job (wall time per stage, peak memory), the builder
+against the stages called directly, and `annotate` after `segment` on a 36 s 30 fps video.
 
-The baseline is the same work without the builder: `segment_video`, `caption_tree` and
-`aggregate_rows` called in a loop on the same videos with the same models, loaded once before
-both. The ratio builder / direct per stage is the builder's overhead (commits, reads,
-validation, progress);
-the rerun ratio is what a resumed run costs against a fresh one. Also prints the real-time
-factor (seconds of video per wall second).
+1. Main job: `action100m build` in an empty folder (the embedded sample, tiny profile), as a
+   child process: its wall time, the seconds of each stage from its summary, its peak resident
+   memory (the child's ru_maxrss). Targets: <= 2 GiB; the aggregate stage <= 50 % of the wall time.
+2. Overhead: the same videos and profile through `build()` with the stages' models loaded once,
+   against `segment_video` / `caption_tree` / `aggregate_rows` called in a loop with the same
+   models (the baseline). Target: builder / direct <= 1.1x per stage.
+3. `action100m segment VIDEO --encoder pixel --profile tiny`, then `action100m annotate ...
+   --profile tiny` on a generated 36 s 30 fps video: wall time and peak memory of each command.
+   Targets for annotate: <= 3 minutes, <= 2 GiB.
 
-    python benchmarks/bench_builder.py [--profile tiny] [--set stage2.num_frames=4 ...] [--json out.json]
+    python benchmarks/bench_builder.py [--skip-overhead] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from action100m_hf.build.pipeline import (
-    STAGE_TITLES,
-    STAGES,
-    BuildOptions,
-    StageModels,
-    build,
-    ensure_sample_videos,
-    probe_duration,
-    video_metadata,
-)
-from action100m_hf.build.settings import load_profile
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from results_md import machine, write_section  # noqa: E402
+
+GIB = 1 << 30
 
 
-def direct_stages(videos: list[Path], models: StageModels, profile) -> dict[str, float]:
-    """Seconds per stage of the bare stage functions on `videos` (models already loaded)."""
+def child(args: list[str], cwd: Path) -> tuple[float, int, subprocess.CompletedProcess]:
+    """Run `python -m action100m_hf ARGS` alone in a fresh process: wall seconds, peak RSS bytes."""
+    script = (
+        "import resource, subprocess, sys, time, json\n"
+        "t = time.perf_counter()\n"
+        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "w = time.perf_counter() - t\n"
+        "print(json.dumps({'wall': w, 'rss': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,"
+        " 'code': p.returncode, 'out': p.stdout, 'err': p.stderr[-3000:]}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, sys.executable, "-m", "action100m_hf", *args],
+                          capture_output=True, text=True, cwd=cwd)  # fmt: skip
+    result = json.loads(done.stdout)
+    if result["code"] != 0:
+        raise SystemExit(f"action100m {' '.join(args)} failed:\n{result['err']}")
+    return result["wall"], result["rss"], result
+
+
+def main_job(work: Path) -> dict:
+    wall, rss, _ = child(["build", "--quiet"], work)
+    summary = json.loads((work / "action100m" / "build" / "summary.json").read_text())
+    return {"wall_s": wall, "peak_rss_bytes": rss, "stage_s": summary["seconds"], "nodes": summary["nodes"],
+            "annotated": summary["annotated_nodes"], "videos": summary["videos"]}  # fmt: skip
+
+
+def overhead(work: Path) -> dict:
+    """Seconds per stage: the builder with the models loaded once, then the bare stage functions."""
+    from action100m_hf.build.builder import build
+    from action100m_hf.build.executor import BuildOptions, make_stages
+    from action100m_hf.build.settings import load_profile
     from action100m_hf.build.stages.aggregate.self_refine import aggregate_rows
     from action100m_hf.build.stages.caption.captioners import caption_tree
+    from action100m_hf.build.stages.segment.stage import video_metadata
     from action100m_hf.build.stages.segment.ward import segment_video
 
-    seconds = {}
-    start = time.perf_counter()
-    rows = []
-    for path in videos:
-        seg = segment_video(str(path), path.stem, models.get("stage1"), min_leaf=profile.stage1.min_leaf)
-        rows.append({"video_uid": path.stem, "metadata": video_metadata(None, seg.duration), "nodes": seg.nodes})
-    seconds["stage1"] = time.perf_counter() - start
-    start = time.perf_counter()
-    for path, row in zip(videos, rows):
-        row["nodes"], _ = caption_tree(row["nodes"], str(path), *models.get("stage2"), video_uid=path.stem)
-    seconds["stage2"] = time.perf_counter() - start
-    start = time.perf_counter()
-    chunk = profile.run.stage3_batch_videos
-    for i in range(0, len(rows), chunk):
-        aggregate_rows(
-            rows[i : i + chunk], models.get("stage3"), rounds=profile.stage3.rounds,
-            global_depth=profile.stage3.global_depth, subtree_depth=profile.stage3.subtree_depth,
-        )  # fmt: skip
-    seconds["stage3"] = time.perf_counter() - start
-    return seconds
+    profile = load_profile("tiny")
+    videos = sorted((work / "action100m" / "_work" / "sample").glob("*.mp4"))
+    stages = make_stages(profile)
+    for stage in stages.values():
+        stage.models  # loaded before both runs
+
+    def direct_run() -> dict:
+        direct = {}
+        start = time.perf_counter()
+        rows = []
+        for path in videos:
+            seg = segment_video(str(path), path.stem, stages["segment"].models, min_leaf=profile["segment"].min_leaf)
+            rows.append({"video_uid": path.stem, "metadata": video_metadata(None, seg.duration), "nodes": seg.nodes})
+        direct["segment"] = time.perf_counter() - start
+        start = time.perf_counter()
+        for path, row in zip(videos, rows):
+            row["nodes"], _ = caption_tree(row["nodes"], str(path), *stages["caption"].models, video_uid=path.stem)
+        direct["caption"] = time.perf_counter() - start
+        start = time.perf_counter()
+        s = profile["aggregate"]
+        for i in range(0, len(rows), s.batch_videos):
+            aggregate_rows(rows[i : i + s.batch_videos], stages["aggregate"].models, rounds=s.rounds, retries=s.retries,
+                           global_depth=s.global_depth, subtree_depth=s.subtree_depth)  # fmt: skip
+        direct["aggregate"] = time.perf_counter() - start
+        return direct
+
+    def builder_run(name: str) -> dict:
+        options = BuildOptions(output=str(work / name), inputs=[str(v) for v in videos], profile=profile, quiet=True)
+        return build(options, stages).seconds
+
+    # Alternated twice, each figure the faster of its two runs: both sides get warm caches.
+    runs = [direct_run(), builder_run("again1"), direct_run(), builder_run("again2")]
+    return {"builder_s": {s: min(runs[1][s], runs[3][s]) for s in runs[1]},
+            "direct_s": {s: min(runs[0][s], runs[2][s]) for s in runs[0]}}  # fmt: skip
 
 
-def main() -> None:
+def annotate_job(work: Path) -> dict:
+    from action100m_hf.data.synthetic import make_scene_video, random_scenes
+
+    videos = work / "videos36"
+    make_scene_video(videos / "long36.mp4", random_scenes(36, 36.0, min_seconds=1.0, max_seconds=4.0), fps=30.0, size=(128, 96))
+    seg_wall, seg_rss, _ = child(["segment", str(videos), "--encoder", "pixel", "--profile", "tiny", "-o", "seg", "--quiet"], work)
+    nodes = json.loads((work / "seg" / "build" / "summary.json").read_text())["nodes"]
+    ann_wall, ann_rss, _ = child(["annotate", "seg", "--videos", str(videos), "--profile", "tiny", "-o", "ann", "--quiet"], work)
+    summary = json.loads((work / "ann" / "build" / "summary.json").read_text())
+    return {"nodes": nodes, "annotatable": summary["annotatable_nodes"], "annotated": summary["annotated_nodes"],
+            "segment_wall_s": seg_wall, "segment_rss_bytes": seg_rss, "annotate_wall_s": ann_wall,
+            "annotate_rss_bytes": ann_rss, "annotate_stage_s": summary["seconds"]}  # fmt: skip
+
+
+def report(main: dict, over: dict | None, ann: dict) -> str:
+    stages = ("segment", "caption", "aggregate")
+    share = main["stage_s"]["aggregate"] / main["wall_s"]
+    lines = [
+        "## Builder: the main job, overhead, annotate (issue 11)",
+        "",
+        f"`python benchmarks/bench_builder.py` ({machine()}; cores shared with other jobs, so seconds are noisy).",
+        "",
+        f"**Main job** (`action100m build`, the embedded sample: {main['videos']} generated videos, tiny profile, "
+        f"{main['nodes']} nodes, {main['annotated']} annotated): wall {main['wall_s']:.1f} s, "
+        f"peak RSS **{main['peak_rss_bytes'] / GIB:.2f} GiB** (target <= 2 GiB; 12.8 GB before the redesign); "
+        + ", ".join(f"{s} {main['stage_s'].get(s, 0):.1f} s" for s in stages)
+        + f"; aggregate = **{100 * share:.0f} %** of the wall time (target <= 50 %; 87 % before).",
+        "",
+    ]
+    if over:
+        lines += ["| stage | builder (s) | direct calls (s) | builder / direct (target <= 1.1x) |", "|---|---|---|---|"]
+        for s in stages:
+            b, d = over["builder_s"].get(s, 0.0), over["direct_s"][s]
+            lines.append(f"| {s} | {b:.2f} | {d:.2f} | {b / d:.2f}x |")
+        lines.append("")
+    lines.append(
+        f"**annotate** on a generated 36 s 30 fps video after `segment --encoder pixel` ({ann['nodes']} nodes, "
+        f"{ann['annotated']} of {ann['annotatable']} annotatable annotated): segment {ann['segment_wall_s']:.1f} s, "
+        f"{ann['segment_rss_bytes'] / GIB:.2f} GiB; annotate **{ann['annotate_wall_s']:.1f} s** (target <= 180 s), "
+        f"peak RSS **{ann['annotate_rss_bytes'] / GIB:.2f} GiB** (target <= 2 GiB; before: killed at 24 GB after 10 min)."
+    )
+    return "\n".join(lines)
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="tiny")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--json", help="write the figures here as JSON")
+    parser.add_argument("--skip-overhead", action="store_true", help="skip the builder vs direct comparison")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
-    profile = load_profile(args.profile, args.overrides)
     work = Path(tempfile.mkdtemp(prefix="bench-builder-"))
     try:
-        sample = ensure_sample_videos(work / "sample", seed=profile.run.seed)
-        videos = sorted(sample.glob("*.mp4"))
-        video_seconds = sum(probe_duration(str(p)) for p in videos)
-        load_before = os.getloadavg()[0]
-        models = StageModels(profile)
-        for stage in STAGES:
-            models.get(stage)
-        # Both runs use the loaded models: the figures are the stages' work, without loading.
-        # An untimed pass over the shortest video first takes the first-call costs (kernel
-        # selection, grammar compilation, decoder indexes) out of both.
-        direct_stages([min(videos, key=lambda p: probe_duration(str(p)))], models, profile)
-        direct = direct_stages(videos, models, profile)
-        options = BuildOptions(output=str(work / "out"), inputs=[str(sample)], profile=profile, quiet=True)
-        start = time.perf_counter()
-        summary = build(options, models)
-        total = time.perf_counter() - start
-        builder = summary.seconds
-        start = time.perf_counter()
-        build(options, models)
-        rerun = time.perf_counter() - start
-        load_after = os.getloadavg()[0]
+        main_result = main_job(work)
+        over = None if args.skip_overhead else overhead(work)
+        ann = annotate_job(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-    print(f"profile {profile.source}; {len(videos)} videos, {video_seconds:.1f} s of video; "
-          f"{os.cpu_count()} CPU cores; nodes {summary.nodes}, annotated {summary.annotated_nodes}")  # fmt: skip
-    print("model loading (once, before both): " + ", ".join(f"{s} {models.load_seconds[s]:.1f} s" for s in STAGES))
-    print(f"{'stage':<18}{'builder s':>10}{'direct s':>10}{'builder/direct':>16}")
-    for s in STAGES:
-        print(f"{s + ' ' + STAGE_TITLES[s]:<18}{builder[s]:>10.1f}{direct[s]:>10.1f}{builder[s] / direct[s]:>16.3f}")
-    print(f"builder run {total:.1f} s (real-time factor {video_seconds / total:.2f}x); "
-          f"rerun of the finished build {rerun:.2f} s = {rerun / total:.4f} of the first run; "
-          f"load average {load_before:.1f} -> {load_after:.1f} (other processes share the cores)")  # fmt: skip
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "profile": profile.source, "videos": len(videos), "video_seconds": video_seconds,
-            "nodes": summary.nodes, "builder_seconds": builder, "load_seconds": models.load_seconds,
-            "load_average": [load_before, load_after],
-            "direct_seconds": direct, "total_seconds": total, "rerun_seconds": rerun,
-        }, indent=1))  # fmt: skip
+    text = report(main_result, over, ann)
+    print(text)
+    (REPO / "benchmarks" / "results").mkdir(exist_ok=True)
+    (REPO / "benchmarks" / "results" / "builder.json").write_text(
+        json.dumps({"main": main_result, "overhead": over, "annotate": ann}, indent=1) + "\n"
+    )
+    if not args.no_write:
+        write_section("builder", text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

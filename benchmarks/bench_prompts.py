@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from action100m_hf.build.settings import load_profile  # noqa: E402
 from action100m_hf.build.stages.aggregate import prompts  # noqa: E402
 from action100m_hf.data.tree import annotatable  # noqa: E402
 
@@ -31,6 +32,8 @@ DEFAULT_SAMPLE = Path(
     )
 )
 BLOCK = 16  # vLLM's default KV-cache block size (tokens)
+#: The paper profile's prompt depths.
+DEPTHS = {k: getattr(load_profile("paper")["aggregate"], k) for k in ("global_depth", "subtree_depth")}
 
 
 class HarmonyTokens:
@@ -86,13 +89,13 @@ class PrefixCache:
 
 
 def measure(row: dict, layout: str, tokens: HarmonyTokens, rounds: int = 3) -> dict:
-    schema = prompts.response_schema()
+    schema = prompts.response_schema(None)
     nodes = row["nodes"]
     targets = annotatable(nodes)
     if layout == "prefix_first":
-        first_texts = [p.text for p in prompts.node_prompts(row["metadata"], nodes, targets, schema)]
+        first_texts = [p.text for p in prompts.node_prompts(row["metadata"], nodes, targets, schema, **DEPTHS)]
     else:
-        first_texts = [prompts.release_order_prompt(row["metadata"], nodes, n, schema) for n in targets]
+        first_texts = [prompts.release_order_prompt(row["metadata"], nodes, n, schema, **DEPTHS) for n in targets]
     cache = PrefixCache()
     per_round = []
     conversations = [[{"role": "user", "content": text}] for text in first_texts]
@@ -135,7 +138,7 @@ def main() -> int:
     ours = measure(row, "prefix_first", tokens)
     baseline = measure(row, "release_order", tokens)
     print(f"video {row['video_uid']}: {ours['nodes']} annotated nodes; tokens: gpt-oss o200k/harmony; "
-          f"global tree depth {prompts.GLOBAL_TREE_DEPTH}, subtree depth {prompts.SUBTREE_DEPTH}")  # fmt: skip
+          f"global tree depth {DEPTHS['global_depth']}, subtree depth {DEPTHS['subtree_depth']}")  # fmt: skip
     for result in (ours, baseline):
         print(
             f"  {result['layout']:>13}: round-1 prompt tokens {result['round1_prompt_tokens']:,} "

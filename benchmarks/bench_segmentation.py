@@ -73,7 +73,7 @@ def ward_benchmark(num_frames: int, dim: int) -> dict:
     rng = np.random.default_rng(0)
     features = np.cumsum(rng.standard_normal((num_frames, dim)), axis=0).astype(np.float32)
     fps = 30.0
-    nodes, ours_s = timed(lambda: ward_tree_nodes(features, fps, 4 * num_frames / fps, "bench"))
+    nodes, ours_s = timed(lambda: ward_tree_nodes(features, fps, 4 * num_frames / fps, "bench", min_leaf=0.5))
     chain = sparse.diags([np.ones(num_frames - 1)] * 2, [-1, 1])
     reference = AgglomerativeClustering(
         n_clusters=None, distance_threshold=0.0, linkage="ward", connectivity=chain,
@@ -99,11 +99,11 @@ def main() -> int:
             make_scene_video(path, random_scenes(0, seconds), fps=25.0, size=(640, 360), gop=50, bframes=2)
 
         # Warm-up: first imports (PyAV, scikit-learn, the tree module) are not throughput.
-        ward_tree_nodes(np.random.default_rng(0).standard_normal((50, 8)), 25.0, 8.0, "warm-up")
+        ward_tree_nodes(np.random.default_rng(0).standard_normal((50, 8)), 25.0, 8.0, "warm-up", min_leaf=0.5)
         SampledVideo(path, 32)
-        pixel = build_encoder("pixel")
+        pixel = build_encoder("pixel", model=None, device=None, dtype=None, batch_size=4, seed=0)
         sampled, decode_s = timed(lambda: decode_only(path, pixel.input_size), repeat=2)
-        pixel_result, pixel_s = timed(lambda: segment_video(path, "bench", pixel), repeat=2)
+        pixel_result, pixel_s = timed(lambda: segment_video(path, "bench", pixel, min_leaf=0.5), repeat=2)
         result["video"] = {"sampled_frames": sampled, "duration_s": round(pixel_result.duration, 2),
                            "fps": pixel_result.fps}  # fmt: skip
         result["decode_only_sampled_fps"] = round(sampled / decode_s, 1)
@@ -112,8 +112,8 @@ def main() -> int:
                            "vs_decode_only": round(decode_s / pixel_s, 2),
                            "nodes": len(pixel_result.nodes)}  # fmt: skip
 
-        tiny = build_encoder("tiny")
-        tiny_result, tiny_s = timed(lambda: segment_video(path, "bench", tiny))
+        tiny = build_encoder("vjepa2", model="tiny", device=None, dtype=None, batch_size=4, seed=0)
+        tiny_result, tiny_s = timed(lambda: segment_video(path, "bench", tiny, min_leaf=0.5))
         frames = list(SampledVideo(path, tiny.input_size))
         _, ours_encode_s = timed(lambda: tiny.encode(iter(frames)))
         _, naive_encode_s = timed(lambda: naive_tiny_encode(tiny, frames))

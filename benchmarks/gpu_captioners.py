@@ -27,7 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from action100m_hf.build.stages.caption.captioners import LLAMA_CAPTION_PROMPT, PLM_CAPTION_PROMPT, CaptionRequest, Captioner  # noqa: E402
-from action100m_hf.build.tiny import offline_tokenizer, perception_lm_processor  # noqa: E402
+from action100m_hf.build.stages.caption.tiny import perception_lm_processor  # noqa: E402
+from action100m_hf.build.tiny import offline_tokenizer  # noqa: E402
 
 #: PerceptionLM-3B (facebook/Perception-LM-3B, converted by transformers'
 #: convert_perception_lm_weights_to_hf.py): vision and text settings.

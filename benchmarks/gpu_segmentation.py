@@ -26,13 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from action100m_hf.build.stages.segment.encoders import (  # noqa: E402
-    TINY_VJEPA2_CONFIG,
-    WINDOW_FRAMES,
-    WINDOW_STRIDE,
-    VJEPA2Encoder,
-    window_starts,
-)
+from action100m_hf.build.stages.segment.tiny import TINY_VJEPA2_CONFIG  # noqa: E402
+from action100m_hf.build.stages.segment.encoders import VJEPA2Encoder, window_starts  # noqa: E402
+from action100m_hf.data.schema import WINDOW_FRAMES, WINDOW_STRIDE  # noqa: E402
 
 #: facebook/vjepa2-vitg-fpc64-384 (the original repository's vit_giant_xformers at 384 px).
 VITG_384_CONFIG = dict(

@@ -22,6 +22,8 @@ TIME_DECIMALS = 2
 NA_TEXT = "N/A"
 #: Every sampled frame of stage 1 is this many native frames apart.
 FRAME_STRIDE = 4
+#: V-JEPA 2 windows: sampled frames per window, and sampled frames between window starts.
+WINDOW_FRAMES, WINDOW_STRIDE = 64, 8
 #: The split every config has.
 SPLIT = "train"
 #: The official preview's tree shards.

@@ -16,12 +16,11 @@ from typing import Protocol
 import numpy as np
 
 from action100m_hf.build.settings import TINY_MODEL
+from action100m_hf.data.schema import WINDOW_FRAMES, WINDOW_STRIDE
 from action100m_hf.errors import ModelNotAvailableError
 
 #: The paper's stage-1 encoder.
 DEFAULT_VJEPA2_MODEL = "facebook/vjepa2-vitg-fpc64-384"
-#: Sampled frames per V-JEPA 2 window, and sampled frames between window starts.
-WINDOW_FRAMES, WINDOW_STRIDE = 64, 8
 ENCODER_NAMES = ("vjepa2", "pixel")
 
 class Encoder(Protocol):

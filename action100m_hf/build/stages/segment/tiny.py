@@ -3,7 +3,7 @@ parameters (TINY-MODELS.md), the same class and preprocessing as ViT-g-384, seco
 
 from __future__ import annotations
 
-from action100m_hf.build.stages.segment.encoders import WINDOW_FRAMES
+from action100m_hf.data.schema import WINDOW_FRAMES
 
 TINY_VJEPA2_CONFIG = dict(
     patch_size=16,
