@@ -21,7 +21,8 @@ from action100m_hf.data import schema
 from action100m_hf.data import views
 import action100m_hf
 from action100m_hf.cli import main as cli_main
-from action100m_hf.hub.card import CardError, field_rows, render_card, validate_card, write_card
+from action100m_hf.hub.card import CardError, render_card, validate_card, write_card
+from action100m_hf.hub.card_sections import field_rows
 from action100m_hf.hub.plots import PLOT_FILES
 from action100m_hf.hub.stats import compute_stats
 
