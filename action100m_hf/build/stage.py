@@ -9,13 +9,14 @@ else: sharding, the atomic commit per video, resume, the out-of-memory policy an
 
 from __future__ import annotations
 
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from action100m_hf.errors import AnnotationError, ErrorRecord, is_out_of_memory
+from action100m_hf.errors import AnnotationError, ErrorRecord, VideoNotFoundError, is_out_of_memory
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,12 @@ class VideoInput:
     path: str | None
     name: str
     metadata: dict | None = None
+
+    def existing_path(self) -> str:
+        """The video's file; `VideoNotFoundError` naming the video when there is none."""
+        if self.path is None or not os.path.isfile(self.path):
+            raise VideoNotFoundError(f"video {self.video_uid}: no file {self.path or self.name}")
+        return self.path
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Self-Refine: the LLM fills `gpt` on every internal node of at least 4 s (SPEC section 4).
 
 Each node gets the prompt of `prompts`, then Self-Refine: a draft and revisions in one
-conversation, every round constrained to the JSON schema. All nodes of all rows go to the
-backend together, one batch per round. An output that stays invalid after `retries`
-regenerations leaves the node's `gpt` null with an `ErrorRecord`; the run goes on.
+conversation, every round constrained to the JSON schema. The nodes of all rows go to the
+backend in the waves it plans (`plan_waves`; one wave of all nodes for a backend without it),
+all rounds of a wave before the next, one batch per round. An output that stays invalid after
+`retries` regenerations leaves the node's `gpt` null with an `ErrorRecord`; the run goes on.
 """
 
 from __future__ import annotations
@@ -155,14 +156,18 @@ def aggregate_rows(
 
     bar = progress(total=len(jobs) * rounds, desc="aggregate node-rounds", unit="node") if progress else None
     done = bar.update if bar is not None else None
-    active = jobs
+    # vLLM plans waves small enough that a node's prompt is still cached in its next round.
+    plan_waves = getattr(backend, "plan_waves", None)
+    waves = plan_waves([job.conversation for job in jobs]) if plan_waves else [range(len(jobs))]
     try:
-        for round_no in range(1, rounds + 1):
-            if round_no > 1:
-                for job in active:
-                    job.conversation = prompts.refine_turn(job.conversation, job.draft)
-            _generate_valid(backend, active, schema, retries, round_no, done)
-            active = [job for job in active if job.error is None]
+        for wave in waves:
+            active = [jobs[i] for i in wave]
+            for round_no in range(1, rounds + 1):
+                if round_no > 1:
+                    for job in active:
+                        job.conversation = prompts.refine_turn(job.conversation, job.draft)
+                _generate_valid(backend, active, schema, retries, round_no, done)
+                active = [job for job in active if job.error is None]
     finally:
         if bar is not None:
             bar.close()

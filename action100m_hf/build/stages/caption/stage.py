@@ -7,13 +7,11 @@ Settings are the profile's `caption` section; the models are the two captioners 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from action100m_hf.build.settings import setting
 from action100m_hf.build.stage import Stage, VideoResult, WorkItem
 from action100m_hf.build.stages.caption.captioners import BACKENDS
-from action100m_hf.errors import VideoNotFoundError
 
 
 @dataclass(frozen=True)
@@ -56,10 +54,8 @@ class CaptionStage(Stage):
         results = []
         for item in items:
             video = item.video
-            if video.path is None or not os.path.isfile(video.path):
-                raise VideoNotFoundError(f"video {video.video_uid}: no file {video.path or video.name}")
             plm, llama = self.models
-            nodes, failures = caption_tree(item.row["nodes"], video.path, plm, llama, video_uid=video.video_uid)
+            nodes, failures = caption_tree(item.row["nodes"], video.existing_path(), plm, llama, video_uid=video.video_uid)
             errors = [self.error(video.video_uid, reason, node_id) for node_id, reason in failures.items()]
             results.append(VideoResult({**item.row, "nodes": nodes}, errors))
         return results

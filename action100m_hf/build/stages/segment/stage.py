@@ -6,14 +6,12 @@ the tree comes from Ward linkage over the encoder's features (`ward.py`).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from action100m_hf.build.settings import setting
 from action100m_hf.build.stage import Stage, VideoResult, WorkItem
 from action100m_hf.build.stages.segment.encoders import ENCODER_NAMES
 from action100m_hf.data.schema import METADATA_FIELDS
-from action100m_hf.errors import VideoNotFoundError
 
 
 @dataclass(frozen=True)
@@ -64,9 +62,7 @@ class SegmentStage(Stage):
         results = []
         for item in items:
             video = item.video
-            if video.path is None or not os.path.isfile(video.path):
-                raise VideoNotFoundError(f"video {video.video_uid}: no file {video.path or video.name}")
-            seg = segment_video(video.path, video.video_uid, self.models, min_leaf=self.settings.min_leaf)
+            seg = segment_video(video.existing_path(), video.video_uid, self.models, min_leaf=self.settings.min_leaf)
             row = {"video_uid": video.video_uid, "metadata": video_metadata(video.metadata, seg.duration),
                    "nodes": list(seg.nodes)}  # fmt: skip
             results.append(VideoResult(row))

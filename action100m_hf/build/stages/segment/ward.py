@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from action100m_hf.errors import Action100MError, SegmentationError, VideoDecodeError, VideoNotFoundError
+from action100m_hf.errors import SegmentationError, VideoDecodeError, VideoNotFoundError
 from action100m_hf.build.stages.segment.sampling import SampledVideo
 from action100m_hf.data.schema import FRAME_STRIDE
 from action100m_hf.data.tree import TreeNode, flatten

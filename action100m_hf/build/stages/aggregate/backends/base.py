@@ -6,7 +6,6 @@ Standard library only, so that the backends run inside the separate vLLM environ
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
