@@ -194,3 +194,60 @@ def unusable_stages(profile) -> dict:
 
     return {name: cls(profile[name], profile.run, models=(Unusable(), Unusable()) if name == "caption" else Unusable())
             for name, cls in STAGE_CLASSES.items()}  # fmt: skip
+
+
+class RaisingCaptioner:
+    """The real captioner, except that every request about the first node it sees fails."""
+
+    def __init__(self, inner):
+        self.inner, self.bad_node = inner, None
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def caption(self, requests):
+        self.bad_node = self.bad_node or requests[0].node_id
+        if any(r.node_id == self.bad_node for r in requests):
+            raise RuntimeError("injected captioner failure")
+        return self.inner.caption(requests)
+
+
+class OutOfMemoryBackend:
+    """The real LLM backend, except that any batch with a prompt holding `trigger` runs out of memory."""
+
+    def __init__(self, inner, trigger: str):
+        self.inner, self.trigger, self.batch_sizes = inner, trigger, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    @property
+    def batch_size(self):
+        return self.inner.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value):
+        self.inner.batch_size = value
+
+    def generate_json(self, conversations, schema, done=None):
+        import torch
+
+        if any(self.trigger in json.dumps(c) for c in conversations):
+            self.batch_sizes.append(self.inner.batch_size)
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return self.inner.generate_json(conversations, schema, done)
+
+
+def failing_stages(profile, trigger: str = "OOM-TRIGGER") -> dict:
+    """The profile's caption and aggregate stages with a captioner that fails on one node and an
+    LLM backend that runs out of memory on any prompt holding `trigger`."""
+    from action100m_hf.build.stages import STAGE_CLASSES
+
+    caption = STAGE_CLASSES["caption"](profile["caption"], profile.run)
+    plm, llama = caption.models
+    aggregate = STAGE_CLASSES["aggregate"](profile["aggregate"], profile.run)
+    return {
+        "caption": STAGE_CLASSES["caption"](profile["caption"], profile.run, models=(RaisingCaptioner(plm), llama)),
+        "aggregate": STAGE_CLASSES["aggregate"](profile["aggregate"], profile.run,
+                                                models=OutOfMemoryBackend(aggregate.models, trigger)),
+    }  # fmt: skip

@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAST, REPO, errors_of, fast_args, run_cli, tree_rows
+from conftest import FAST, REPO, errors_of, failing_stages, fast_args, run_cli, tree_rows
 
 from action100m_hf.build.builder import build
 from action100m_hf.build.executor import BuildOptions
 from action100m_hf.build.settings import load_profile
 from action100m_hf.build.stage import with_oom_retry
-from action100m_hf.build.stages import STAGE_CLASSES
 from action100m_hf.cli import main
 from action100m_hf.data import synthetic
 from action100m_hf.data.tree import annotatable, validate
@@ -116,61 +115,6 @@ def test_quiet_prints_no_progress_bar_at_all(tmp_path):
 
 
 # --- bad inputs and the out-of-memory policy ---------------------------------------------------
-
-
-class RaisingCaptioner:
-    """The real captioner, except that every request about the first node it sees fails."""
-
-    def __init__(self, inner):
-        self.inner, self.bad_node = inner, None
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def caption(self, requests):
-        self.bad_node = self.bad_node or requests[0].node_id
-        if any(r.node_id == self.bad_node for r in requests):
-            raise RuntimeError("injected captioner failure")
-        return self.inner.caption(requests)
-
-
-class OutOfMemoryBackend:
-    """The real LLM backend, except that any batch with a prompt holding `trigger` runs out of memory."""
-
-    def __init__(self, inner, trigger: str):
-        self.inner, self.trigger, self.batch_sizes = inner, trigger, []
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    @property
-    def batch_size(self):
-        return self.inner.batch_size
-
-    @batch_size.setter
-    def batch_size(self, value):
-        self.inner.batch_size = value
-
-    def generate_json(self, conversations, schema, done=None):
-        import torch
-
-        if any(self.trigger in json.dumps(c) for c in conversations):
-            self.batch_sizes.append(self.inner.batch_size)
-            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        return self.inner.generate_json(conversations, schema, done)
-
-
-def failing_stages(profile, trigger: str = "OOM-TRIGGER") -> dict:
-    """The profile's caption and aggregate stages with a captioner that fails on one node and an
-    LLM backend that runs out of memory on any prompt holding `trigger`."""
-    caption = STAGE_CLASSES["caption"](profile["caption"], profile.run)
-    plm, llama = caption.models
-    aggregate = STAGE_CLASSES["aggregate"](profile["aggregate"], profile.run)
-    return {
-        "caption": STAGE_CLASSES["caption"](profile["caption"], profile.run, models=(RaisingCaptioner(plm), llama)),
-        "aggregate": STAGE_CLASSES["aggregate"](profile["aggregate"], profile.run,
-                                                models=OutOfMemoryBackend(aggregate.models, trigger)),
-    }  # fmt: skip
 
 
 @pytest.mark.slow

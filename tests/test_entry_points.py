@@ -8,8 +8,7 @@ import shutil
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import FAST, errors_of, fast_args, tree_rows
-from test_builder import failing_stages
+from conftest import FAST, errors_of, failing_stages, fast_args, tree_rows
 
 from action100m_hf.build.builder import build
 from action100m_hf.build.executor import BuildOptions
