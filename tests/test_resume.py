@@ -345,3 +345,18 @@ def test_a_killed_run_then_changed_inputs_give_a_fresh_build_of_the_new_inputs(f
     assert tree_rows(out) == tree_rows(reference)
     assert errors_of(out) == errors_of(reference)
     assert pq.read_table(out / "tree").num_rows == 4
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    """(Permission denied cannot be shown as root; a file where the work folder should be fails the
+    same way: an OSError on the first write.)"""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    synthetic.write_indexed_video(videos / "v.mp4", 4)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_work").write_text("not a folder")
+    assert main(["build", str(videos), "--profile", "tiny", "-o", str(out), "--quiet", *fast_args()]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"action100m build: error: cannot write {out}/_work/locks/rank-00000.lock: Not a directory"]
+    assert sorted(p.name for p in out.iterdir()) == ["_work"]

@@ -62,6 +62,16 @@ class RankLock:
         return holder["age_s"] > STALE_AFTER_S
 
     def acquire(self) -> None:
+        try:
+            self._acquire()
+        except LockHeldError:
+            raise
+        except OSError as e:  # the output cannot be written at all (permission denied, full disk)
+            from action100m_hf.build.store import write_failure
+
+            raise write_failure(self.path, e) from e
+
+    def _acquire(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         for _ in range(3):
             try:
