@@ -6,14 +6,15 @@ paper's pipeline; `resample` and `hub` write the resampled configs and publish. 
 the public API; the frame helpers are imported on first use (they need PyAV).
 """
 
-from action100m_hf.data.loading import iter_tree_batches, iter_tree_rows, load, tree_files
+from action100m_hf.data.loading import iter_tree_batches, iter_tree_rows, tree_files
 from action100m_hf.data.schema import CONFIG_NAMES, DEFAULT_CONFIG, features_for, schema_for
 from action100m_hf.data.tree import node_id, render_markdown, validate
 
 __version__ = "0.2.0"
 
-#: Public names that live in modules importing PyAV, loaded on first access.
+#: Public names that live in modules importing `datasets` or PyAV, loaded on first access.
 _LAZY = {
+    "load": "action100m_hf.data.builder",
     "with_frames": "action100m_hf.data.frame_dataset",
     "collate_frames": "action100m_hf.data.frame_dataset",
     "VideoDecoder": "action100m_hf.data.frames",

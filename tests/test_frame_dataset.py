@@ -175,3 +175,33 @@ def test_workers_forked_after_the_parent_decoded_open_their_own_containers(video
     loader = torch.utils.data.DataLoader(framed, batch_size=2, num_workers=2, collate_fn=collate_frames)
     got = [indices(frames) for batch in loader for frames in batch["frames"]]
     assert got == expected
+
+
+def test_load_gives_rows_their_frames_and_a_streaming_dataloader_with_workers(video_root, tmp_path):
+    from action100m_hf import load
+    from action100m_hf.data import tree
+    from action100m_hf.data.layout import write_config
+    from action100m_hf.data.schema import tree_table
+
+    rows = [
+        {"video_uid": uid, "metadata": None,
+         "nodes": tree.flatten(uid, tree.TreeNode(0.0, end, [tree.TreeNode(0.0, cut), tree.TreeNode(cut, end)]))}
+        for uid, cut, end in [("vidAAAAAAA1", 1.0, 2.0), ("vidBBBBBBB2", 0.4, 1.2)]
+    ]  # fmt: skip
+    write_config([tree_table(rows)], tmp_path, "tree", max_row_group_bytes=1)  # one row group per video
+    ds = load("segments", tmp_path, video_root=video_root, num_frames=4, size=(32, 24), cache_dir=str(tmp_path / "c"))
+    assert len(ds) == 6 and list(ds[0])[-5:] == ["frames", "frame_times", "frames_clamped", "frames_missing", "frames_error"]
+    by_segment = {(r["video_uid"], round(r["start"], 2), round(r["end"], 2)): indices(r["frames"]) for r in ds}
+    assert by_segment[("vidAAAAAAA1", 0.0, 1.0)] == EXPECTED["node-0"]
+    assert by_segment[("vidAAAAAAA1", 1.0, 2.0)] == EXPECTED["node-3"]
+    assert by_segment[("vidBBBBBBB2", 0.4, 1.2)] == EXPECTED["node-1"]
+
+    streamed = load("segments", tmp_path, streaming=True, video_root=video_root, num_frames=4, size=(32, 24))
+    assert streamed.reshard().num_shards == 2
+    loader = torch.utils.data.DataLoader(streamed.reshard(), batch_size=2, num_workers=2, collate_fn=collate_frames)
+    got = {}
+    for batch in loader:
+        assert tuple(batch["frames"].shape[1:]) == (4, 3, 24, 32)
+        for uid, start, end, frames in zip(batch["video_uid"], batch["start"], batch["end"], batch["frames"]):
+            got[(uid, round(float(start), 2), round(float(end), 2))] = indices(frames)
+    assert got == by_segment

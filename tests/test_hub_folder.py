@@ -88,3 +88,25 @@ def test_shards_read_with_pyarrow_polars_duckdb_within_bounds(hub, config):
     if config == "tree":
         lengths = duckdb.sql(f"SELECT video_uid, len(nodes) FROM read_parquet('{glob}')").fetchall()
         assert sorted(lengths) == sorted((r["video_uid"], len(r["nodes"])) for r in rows)
+
+
+def test_shards_are_written_as_datasets_5_writes_parquet(hub):
+    """A page index and content-defined chunking (recorded as `datasets` records it), so that a
+    re-upload of mostly unchanged data deduplicates on the Hub."""
+    import json
+
+    import datasets.config
+
+    folder, _, _ = hub
+    shards = sorted(folder.glob("*/train-*.parquet"))
+    assert {p.parent.name for p in shards} == set(CONFIGS)
+    for path in shards:
+        metadata = pq.ParquetFile(path).metadata
+        assert json.loads(metadata.metadata[b"content_defined_chunking"]) == datasets.config.DEFAULT_CDC_OPTIONS
+        for g in range(metadata.num_row_groups):
+            for c in range(metadata.num_columns):
+                column = metadata.row_group(g).column(c)
+                assert column.has_offset_index and column.has_column_index, (path, g, column.path_in_schema)
+    assert layout.parquet_write_options() == {
+        "write_page_index": True, "use_content_defined_chunking": datasets.config.DEFAULT_CDC_OPTIONS,
+    }  # fmt: skip

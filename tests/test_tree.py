@@ -7,6 +7,8 @@ import math
 import uuid
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -255,3 +257,97 @@ def test_flatten_nest_round_trip(root, uid):
     assert again == nodes
     shuffled = list(reversed(nodes))
     assert tree.bfs_order(shuffled) == nodes
+
+
+def test_markdown_falls_back_to_the_node_id_when_a_node_has_no_caption():
+    nodes = small_tree()
+    b = by_start_end(nodes, 6.0, 10.0)
+    b["plm_caption"], b["llama3_caption"] = "  ", None
+    md = tree.render_markdown(nodes, max_depth=1)
+    assert md.endswith(f"---\n\n### Segment 2 — 6.00s → 10.00s (duration: 4.0s)\n\n{b['node_id']}\n\n")
+    a = by_start_end(nodes, 0.0, 6.0)
+    a["plm_caption"] = ""
+    assert "(duration: 6.0s)\n\ns\n\n" in tree.render_markdown(nodes, max_depth=1)  # gpt.summary.brief first
+
+
+# --- the batch screen: every rule at once with Arrow, never missing an invalid row -----------------
+
+from action100m_hf.data import schema, tree_batch  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(-50, 5000, width=32), st.floats(-50, 5000, width=32)), min_size=1, max_size=40),
+       st.text(max_size=12))  # fmt: skip
+def test_vectorized_node_ids_equal_node_id(times, uid):
+    times += [(0.125, 0.375), (-0.004, 2.5), (-0.006, 0.005), (1.005, 2.675)]  # halves and negative zeros
+    start = np.array([t[0] for t in times], np.float32).astype(np.float64)
+    end = np.array([t[1] for t in times], np.float32).astype(np.float64)
+    got = tree_batch.node_ids(pa.array([uid] * len(times)), start, end).to_pylist()
+    assert got == [tree.node_id(uid, s, e) for s, e in zip(start, end)]
+
+
+MUTATIONS = ("node_id", "parent_id", "level", "start", "end", "gpt", "swap", "duplicate", "drop", "null_parent")
+
+
+@st.composite
+def mutated_rows(draw):
+    """A random valid tree, then zero or more random edits of the kinds that break rules."""
+    root = draw(random_trees())
+    uid = draw(st.sampled_from(["v1", "v2", "vid_small"]))
+    nodes = tree.flatten(uid, root)
+    for _ in range(draw(st.integers(0, 2))):
+        kind = draw(st.sampled_from(MUTATIONS))
+        i = draw(st.integers(0, len(nodes) - 1))
+        other = nodes[draw(st.integers(0, len(nodes) - 1))]
+        node = nodes[i]
+        if kind in ("node_id", "parent_id"):
+            node[kind] = draw(st.sampled_from([other["node_id"], "x", None]))
+        elif kind == "null_parent":
+            node["parent_id"] = None
+        elif kind == "level":
+            node["level"] = node["level"] + draw(st.sampled_from([-1, 1]))
+        elif kind in ("start", "end"):
+            node[kind] = draw(st.sampled_from([other[kind], node[kind] + 0.04, float("nan"), -4.0]))
+        elif kind == "gpt":
+            node["gpt"] = None if node.get("gpt") else {"summary": None, "action": None}
+        elif kind == "swap":
+            nodes[i], nodes[nodes.index(other)] = other, node
+        elif kind == "duplicate":
+            nodes.append(dict(node))
+        elif kind == "drop" and len(nodes) > 1:
+            nodes.pop(i)
+    return {"video_uid": uid, "metadata": None, "nodes": nodes}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(mutated_rows(), min_size=1, max_size=4))
+def test_the_batch_screen_flags_exactly_the_rows_validate_rejects(rows):
+    table = schema.tree_table(rows)
+    back = table.to_pylist()  # times as float32, as every reader sees them
+    expected = [bool(tree.validate(row)) for row in back]
+    assert tree_batch.suspect_rows(table).tolist() == expected
+    assert tree_batch.invalid_rows(table) == {i: tree.validate(row) for i, row in enumerate(back) if expected[i]}
+
+
+def test_the_batch_screen_of_a_projected_batch_and_of_the_official_sample(official_sample):
+    table = schema.tree_table([official_sample, official_sample])  # ids repeat across rows, not within one
+    assert tree_batch.suspect_rows(table).tolist() == [False, False]
+    broken = copy.deepcopy(official_sample)
+    broken["nodes"][500]["start"] += 0.5
+    table = schema.tree_table([official_sample, broken])
+    assert tree_batch.suspect_rows(table).tolist() == [False, True]
+    assert tree_batch.invalid_rows(table) == {1: tree.validate(table.slice(1).to_pylist()[0])}
+    one = schema.tree_table([official_sample])
+    fields = pa.struct([one.schema.field("nodes").type.value_type.field(n) for n in ("node_id", "parent_id", "level", "start", "end")])
+    projected = pa.table({"video_uid": one.column("video_uid"), "nodes": one.column("nodes").cast(pa.list_(fields))})
+    assert tree_batch.suspect_rows(projected).tolist() == [False]
+
+
+def test_markdown_of_a_tree_deeper_than_the_recursion_limit():
+    root = node = TreeNode(0.0, 3001.0)
+    for _ in range(3000):  # each level splits off a 1 s leaf
+        node.children = [TreeNode(node.start, node.start + 1.0), TreeNode(node.start + 1.0, node.end)]
+        node = node.children[1]
+    md = tree.render_markdown(tree.flatten(UID, root))
+    assert md.count("**") == 2 * (6001 - 5)  # every node below depth 2 is a bold line
+    assert md.index("**2.00s → 3.00s") < md.index("**2999.00s → 3000.00s") < md.index("**3000.00s → 3001.00s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from action100m_hf.errors import Action100MError
 
@@ -16,11 +17,19 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from action100m_hf.data.loading import iter_tree_rows
-    from action100m_hf.data.tree import render_markdown
+    from action100m_hf.data.tree import render_markdown, summary, validate
 
     for row in iter_tree_rows(args.source):
         if args.video_uid is None or row["video_uid"] == args.video_uid:
+            violations = validate(row)
+            if violations:
+                print(f"action100m show: warning: the tree breaks {len(violations)} rule(s), the Markdown "
+                      f"may be incomplete: {summary(violations, 3)}", file=sys.stderr)  # fmt: skip
+            try:
+                markdown = render_markdown(row["nodes"], root_id=args.node, max_depth=args.max_depth)
+            except Action100MError as e:
+                raise Action100MError(f"video {row['video_uid']}: {e}") from e
             print(f"# {row['video_uid']}\n")
-            print(render_markdown(row["nodes"], root_id=args.node, max_depth=args.max_depth))
+            print(markdown)
             return 0
     raise Action100MError(f"video {args.video_uid} is not in {args.source}")

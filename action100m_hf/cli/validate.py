@@ -13,18 +13,17 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from action100m_hf.data.loading import iter_tree_rows
-    from action100m_hf.data.tree import validate
+    from action100m_hf.data.loading import iter_tree_batches
+    from action100m_hf.data.tree_batch import invalid_rows
 
     rows = bad_rows = printed = 0
-    for row in iter_tree_rows(args.source):
-        rows += 1
-        violations = validate(row)
-        if violations:
+    for batch in iter_tree_batches(args.source, columns=("video_uid", "nodes")):
+        rows += batch.num_rows
+        for violations in invalid_rows(batch).values():  # every rule, checked a batch at a time
             bad_rows += 1
-        for v in violations:
-            if printed < args.max_report:
-                print(v)
-            printed += 1
+            for v in violations:
+                if printed < args.max_report:
+                    print(v)
+                printed += 1
     print(f"{rows} row(s), {bad_rows} with violations, {printed} violation(s)")
     return 1 if bad_rows else 0

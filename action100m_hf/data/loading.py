@@ -1,71 +1,40 @@
-"""Loading: every config over any source of tree shards, streaming or not.
+"""Loading: every config over any source of shards, streaming or not, reading only what a config needs.
 
 A source is a local Parquet file, a folder (a Hub-layout folder with a `tree/` directory, or any
-folder of tree shards), a glob, an `hf://` path such as `schema.OFFICIAL_SOURCE`, or a list of
-those. `load(config, source)` reads the tree shards with `datasets`' Parquet builder and derives
-flat configs on the fly with `views.flat_table` (Arrow-formatted batched map: no per-row Python).
+folder of tree shards), a glob, an `hf://`, `http(s)://` or other fsspec URL, or a list of those
+(`sources.parquet_files`). The readers here give tree and flat-config batches reading only the Parquet
+leaf columns a config needs, row group by row group (flat rows derived with `views.flat_table`);
+invalid trees are refused (or skipped) with `tree.validate`'s report. `load(config, source)`, in
+`data.builder`, is the `datasets` builder over these readers.
 """
 
 from __future__ import annotations
 
-import glob as globlib
-import os
+import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from action100m_hf.errors import ShardReadError
-from action100m_hf.data.schema import FLAT_CONFIGS, SPLIT, TREE_SCHEMA, features_for, schema_for
+from action100m_hf.data import sources
+from action100m_hf.data.schema import FLAT_CONFIGS, TREE_SCHEMA, schema_for
+from action100m_hf.data.tree import SkippedInvalidTrees, summary
+from action100m_hf.errors import ShardReadError, TreeValidationError
 
-_HAS_GLOB = ("*", "?", "[")
-
-
-def _fs_and_path(path: str):
-    import fsspec
-
-    fs, _, paths = fsspec.get_fs_token_paths(path)
-    return fs, paths
+#: What a reader does with a tree row that breaks a rule: yield it, raise, or leave it out.
+ON_INVALID = ("keep", "raise", "skip")
 
 
-def tree_files(source: str | os.PathLike | Sequence) -> list[str]:
+def tree_files(source, storage_options: dict | None = None) -> list[str]:
     """The tree shard files a source names, sorted; `ShardReadError` when it names none."""
-    if isinstance(source, (list, tuple)):
-        return [f for item in source for f in tree_files(item)]
-    src = str(source)
-    if "://" in src:
-        fs, _ = _fs_and_path(src)
-        protocol = src.split("://", 1)[0]
-        pattern = src if any(c in src for c in _HAS_GLOB) or src.endswith(".parquet") else src.rstrip("/") + "/*.parquet"
-        found = sorted(fs.glob(pattern.split("://", 1)[1]))
-        files = [f"{protocol}://{f}" for f in found]
-    elif any(c in src for c in _HAS_GLOB):
-        files = sorted(globlib.glob(src, recursive=True))
-    elif os.path.isdir(src):
-        root = Path(src)
-        base = root / "tree" if (root / "tree").is_dir() else root
-        files = sorted(str(p) for p in base.rglob("*.parquet") if "_work" not in p.parts)
-    elif os.path.isfile(src):
-        files = [src]
-    else:
-        raise ShardReadError(f"tree source {src}: no such file or folder")
-    if not files:
-        raise ShardReadError(f"tree source {src}: no Parquet files found")
-    return files
+    return sources.parquet_files(source, "tree", storage_options)
 
 
-def _open_shard(path: str) -> pq.ParquetFile:
-    try:
-        if "://" in path:
-            fs, paths = _fs_and_path(path)
-            handle = fs.open(paths[0], "rb")
-            return pq.ParquetFile(handle)
-        return pq.ParquetFile(path)
-    except FileNotFoundError as e:
-        raise ShardReadError(f"tree shard {path}: file not found") from e
-    except (pa.ArrowInvalid, OSError) as e:
-        raise ShardReadError(f"tree shard {path}: not a readable Parquet file ({e})") from e
+def config_files(source, config: str, storage_options: dict | None = None) -> list[str]:
+    """The shards `config` reads: tree shards, or the stored shards of a resampled config."""
+    if config == "tree" or config in FLAT_CONFIGS:
+        return tree_files(source, storage_options)
+    return sources.parquet_files(source, config, storage_options)
 
 
 def check_tree_shard(path: str, schema: pa.Schema) -> None:
@@ -76,34 +45,14 @@ def check_tree_shard(path: str, schema: pa.Schema) -> None:
             f"tree shard {path}: missing column(s) {', '.join(missing)}; a tree shard has "
             f"{', '.join(TREE_SCHEMA.names)}"
         )
+    nodes = schema.field("nodes").type
+    if not (pa.types.is_list(nodes) or pa.types.is_large_list(nodes)) or not pa.types.is_struct(nodes.value_type):
+        raise ShardReadError(f"tree shard {path}: column nodes is {nodes}, not a list of node structs")
 
 
-def _shard_batches(source, batch_size: int, columns_of, convert) -> Iterator:
-    """`convert(batch)` for the record batches of every shard of `source`, reading the columns
-    `columns_of(path, shard)` names; any failure is a `ShardReadError` naming the shard."""
-    for path in tree_files(source):
-        shard = _open_shard(path)
-        check_tree_shard(path, shard.schema_arrow)
-        columns = columns_of(path, shard)
-        try:
-            for batch in shard.iter_batches(batch_size=batch_size, columns=columns):
-                yield convert(batch)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
-            raise ShardReadError(f"tree shard {path}: cannot read as the tree contract ({e})") from e
-
-
-def iter_tree_batches(
-    source, batch_size: int = 64, columns: Sequence[str] | None = None
-) -> Iterator[pa.RecordBatch]:
-    """Record batches of tree rows cast to `schema.TREE_SCHEMA` (or its `columns`), file by file."""
-    names = list(columns) if columns else TREE_SCHEMA.names
-    target = pa.schema([TREE_SCHEMA.field(n) for n in names])
-    return _shard_batches(source, batch_size, lambda path, shard: names, lambda b: b.cast(target))
-
-
-def _projected_columns(path: str, shard: pq.ParquetFile, node_paths) -> list[str]:
+def node_columns(path: str, shard: pq.ParquetFile, node_paths) -> list[str]:
     """Parquet leaf columns of `video_uid` and the wanted node fields, whatever the list naming."""
-    leaves = [shard.schema.column(i).path for i in range(len(shard.schema))]
+    leaves = sources.leaf_paths(shard)
     wanted = ["video_uid"]
     for node_path in node_paths:
         match = [
@@ -118,90 +67,103 @@ def _projected_columns(path: str, shard: pq.ParquetFile, node_paths) -> list[str
     return wanted
 
 
-def iter_flat_batches(source, config: str, batch_size: int = 256) -> Iterator[pa.Table]:
-    """Rows of flat `config`, reading only the Parquet columns it needs (projection pushdown)."""
+def checked(batch, path: str, on_invalid: str):
+    """`batch` without its invalid rows ("skip", with a `SkippedInvalidTrees` warning), or a
+    `TreeValidationError` naming the shard, videos, nodes and rules ("raise")."""
+    from action100m_hf.data.tree_batch import invalid_rows
+
+    if on_invalid == "keep":
+        return batch
+    bad = invalid_rows(batch)
+    if not bad:
+        return batch
+    violations = [v for row in bad.values() for v in row]
+    if on_invalid == "raise":
+        raise TreeValidationError(
+            f"tree shard {path}: {len(bad)} video(s) break the tree rules (skip_invalid=True or "
+            f"--skip-invalid keeps the valid ones): {summary(violations)}",
+            violations,
+        )
+    firsts = [row[0] for row in bad.values()]
+    message = f"tree shard {path}: skipped {len(bad)} invalid video(s): {summary(firsts, 20)}"
+    warnings.warn(SkippedInvalidTrees(message, violations), stacklevel=2)
+    keep = [i not in bad for i in range(batch.num_rows)]
+    return batch.filter(pa.array(keep))
+
+
+def read_tree_shard(
+    path: str,
+    config: str = "tree",
+    *,
+    batch_size: int = 64,
+    columns: Sequence[str] | None = None,
+    row_groups: Sequence[int] | None = None,
+    on_invalid: str = "keep",
+    storage_options: dict | None = None,
+) -> Iterator[pa.RecordBatch | pa.Table]:
+    """Batches of one tree shard: tree rows cast to the contract (`columns` of it), or the rows of
+    flat `config` read from the node columns it needs only. Every failure names the shard."""
     from action100m_hf.data.views import flat_table, node_paths
 
-    paths = node_paths(config)
-    return _shard_batches(
-        source,
-        batch_size,
-        lambda path, shard: _projected_columns(path, shard, paths),
-        lambda batch: flat_table(batch, config),
-    )
+    if on_invalid not in ON_INVALID:
+        raise ValueError(f"on_invalid must be one of {', '.join(ON_INVALID)}, got {on_invalid!r}")
+    shard = sources.open_parquet(path, storage_options, "tree shard")
+    check_tree_shard(path, shard.schema_arrow)
+    if config == "tree":
+        names = list(columns) if columns else TREE_SCHEMA.names
+        target = pa.schema([TREE_SCHEMA.field(n) for n in names])
+        read, convert = names, lambda b: b.select(names).cast(target)
+    else:
+        read, convert = node_columns(path, shard, node_paths(config)), lambda b: flat_table(b, config)
+    with shard:
+        for batch in sources.read_batches(path, shard, read, batch_size, row_groups, "tree shard"):
+            try:
+                out = convert(checked(batch, path, on_invalid))
+            except sources.READ_ERRORS as e:
+                cause = sources.cause_text(e)
+                raise ShardReadError(f"tree shard {path}: cannot read as the tree contract ({cause})") from e
+            yield out
+
+
+def read_stored_shard(
+    path: str, config: str, *, batch_size: int = 1024, row_groups: Sequence[int] | None = None,
+    storage_options: dict | None = None,
+) -> Iterator[pa.Table]:  # fmt: skip
+    """Tables of a stored config's shard (a resampled config), cast to its schema."""
+    schema = schema_for(config)
+    shard = sources.open_parquet(path, storage_options, f"{config} shard")
+    missing = [n for n in schema.names if n not in shard.schema_arrow.names]
+    if missing:
+        raise ShardReadError(f"{config} shard {path}: missing column(s) {', '.join(missing)}")
+    with shard:
+        for batch in sources.read_batches(path, shard, schema.names, batch_size, row_groups, f"{config} shard"):
+            try:
+                table = pa.Table.from_batches([batch]).select(schema.names).cast(schema)
+            except sources.READ_ERRORS as e:
+                raise ShardReadError(f"{config} shard {path}: cannot read as {config} ({sources.cause_text(e)})") from e
+            yield table
+
+
+def iter_tree_batches(
+    source, batch_size: int = 64, columns: Sequence[str] | None = None, *, on_invalid: str = "keep"
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of tree rows cast to `schema.TREE_SCHEMA` (or its `columns`), file by file.
+
+    `on_invalid`: "keep" yields every row, "raise" refuses a batch with an invalid tree (which needs
+    `video_uid` and `nodes` among `columns`), "skip" leaves invalid rows out with a warning.
+    """
+    for path in tree_files(source):
+        yield from read_tree_shard(path, batch_size=batch_size, columns=columns, on_invalid=on_invalid)
+
+
+def iter_flat_batches(source, config: str, batch_size: int = 256, *, skip_invalid: bool = False) -> Iterator[pa.Table]:
+    """Rows of flat `config`, reading only the Parquet columns it needs; invalid trees refused or skipped."""
+    schema_for(config)
+    for path in tree_files(source):
+        yield from read_tree_shard(path, config, batch_size=batch_size, on_invalid="skip" if skip_invalid else "raise")
 
 
 def iter_tree_rows(source) -> Iterator[dict]:
     """Tree rows as Python dicts (`video_uid`, `metadata`, `nodes`)."""
     for batch in iter_tree_batches(source):
         yield from batch.to_pylist()
-
-
-def _flatten_batch(config: str):
-    from action100m_hf.data.views import flat_table
-
-    def fn(batch: pa.Table) -> pa.Table:
-        return flat_table(batch, config)
-
-    return fn
-
-
-def load(config: str = "brief_action", source=None, *, streaming: bool = False, split: str = SPLIT, **kwargs):
-    """Any config of the dataset over `source` (default: the official preview on the Hub).
-
-    Returns a `datasets.Dataset` (or `IterableDataset` when `streaming`) whose features equal
-    `schema.features_for(config)` exactly. Extra keyword arguments go to `datasets.load_dataset`.
-    """
-    import datasets
-
-    from action100m_hf.data.schema import OFFICIAL_SOURCE
-
-    schema_for(config)  # unknown names fail here, with the list of configs
-    source = OFFICIAL_SOURCE if source is None else source
-    if config not in FLAT_CONFIGS and config != "tree":
-        return _load_stored(config, source, streaming=streaming, split=split, **kwargs)
-    files = tree_files(source)
-    # Local shards are checked up front (one footer read each); of remote ones only the first,
-    # since each check is a request (the official preview has many shards).
-    for path in [f for f in files if "://" not in f] or files[:1]:
-        check_tree_shard(path, _open_shard(path).schema_arrow)
-    tree = datasets.load_dataset(
-        "parquet",
-        data_files={split: files},
-        split=split,
-        streaming=streaming,
-        features=features_for("tree"),
-        **kwargs,
-    )
-    if config == "tree":
-        return tree
-    features = features_for(config)
-    # An Arrow table returned by the function replaces the batch (no merge with the tree columns).
-    flat = tree.with_format("arrow").map(
-        _flatten_batch(config),
-        batched=True,
-        batch_size=64,
-        features=features,
-    )
-    return flat.with_format(None)
-
-
-def _load_stored(config: str, source, *, streaming: bool, split: str, **kwargs):
-    """Configs that cannot be derived from trees (the resampled ones) come from a Hub-layout folder."""
-    import datasets
-
-    folder = Path(str(source))
-    files = sorted(str(p) for p in (folder / config).glob("*.parquet")) if folder.is_dir() else []
-    if not files:
-        raise ShardReadError(
-            f"config {config} is not derived from trees: expected its shards in {folder / config}/ "
-            "(write them with `action100m resample`)"
-        )
-    return datasets.load_dataset(
-        "parquet",
-        data_files={split: files},
-        split=split,
-        streaming=streaming,
-        features=features_for(config),
-        **kwargs,
-    )

@@ -189,6 +189,9 @@ def validate(row: dict) -> list[Violation]:
         return out
     usable = []
     for i, n in enumerate(nodes):
+        if not isinstance(n, dict):
+            bad(None, "missing_field", f"node #{i} is null")
+            continue
         nid = n.get("node_id")
         if nid is None or n.get("start") is None or n.get("end") is None:
             bad(nid, "missing_field", f"node #{i} lacks node_id, start or end")
@@ -253,6 +256,20 @@ def validate(row: dict) -> list[Violation]:
     return out
 
 
+def summary(violations: list[Violation], limit: int = 5) -> str:
+    """Violations on one line: the first `limit`, separated by "; ", then how many more."""
+    shown = "; ".join(str(v) for v in violations[:limit])
+    return shown + (f"; ... and {len(violations) - limit} more" if len(violations) > limit else "")
+
+
+class SkippedInvalidTrees(UserWarning):
+    """Invalid videos left out by a reader asked to skip them; `violations` lists why."""
+
+    def __init__(self, message: str, violations: list[Violation]):
+        super().__init__(message)
+        self.violations = list(violations)
+
+
 def check(row: dict) -> None:
     """Raise `TreeValidationError` listing every violation of `row`."""
     violations = validate(row)
@@ -273,18 +290,20 @@ def _clean(text) -> str:
 
 
 def node_caption(node: dict) -> str:
-    """The caption a node shows in Markdown: plm_caption, else gpt.summary.brief, else llama3_caption."""
+    """The caption a node shows in Markdown: plm_caption, else gpt.summary.brief, else
+    llama3_caption, else the node id (the release renderer's last fallback)."""
     gpt = node.get("gpt") or {}
     for text in (node.get("plm_caption"), (gpt.get("summary") or {}).get("brief"), node.get("llama3_caption")):
         if _clean(text):
             return _clean(text)
-    return ""
+    return _clean(node.get("node_id"))
 
 
 def render_markdown(nodes: list[dict], root_id: str | None = None, max_depth: int | None = None) -> str:
     """Markdown of the (sub)tree under `root_id` (default: the root), as the release's `format_tree`.
 
     Depth-first; `max_depth` cuts nodes deeper than it below the rendered root (None: no limit).
+    A node reached twice (parent ids in a cycle) is rendered once.
     """
     kids = children_map(nodes)
     if root_id is None:
@@ -297,10 +316,13 @@ def render_markdown(nodes: list[dict], root_id: str | None = None, max_depth: in
         if top is None:
             raise TreeValidationError(f"cannot render: no node {root_id}")
     parts: list[str] = []
-
-    def render(node: dict, depth: int, path: list[int]) -> None:
-        if max_depth is not None and depth > max_depth:
-            return
+    rendered: set[str] = set()
+    stack = [(top, 0, [1])]  # depth-first with a stack: a deep or cyclic tree cannot exhaust recursion
+    while stack:
+        node, depth, path = stack.pop()
+        if (max_depth is not None and depth > max_depth) or node["node_id"] in rendered:
+            continue
+        rendered.add(node["node_id"])
         start, end = float(node["start"]), float(node["end"])
         times = f"{start:.2f}s → {end:.2f}s (duration: {end - start:.1f}s)"
         if depth == 0:
@@ -319,8 +341,5 @@ def render_markdown(nodes: list[dict], root_id: str | None = None, max_depth: in
         body = ("\n\n".join(body_lines) + "\n\n") if body_lines else "\n"
         prefix = "---\n\n" if path[-1] != 1 and depth < 3 else ""
         parts.append(f"{prefix}{title}\n\n{body}")
-        for i, child in enumerate(children, start=1):
-            render(child, depth + 1, path + [i])
-
-    render(top, 0, [1])
+        stack.extend((child, depth + 1, path + [i]) for i, child in reversed(list(enumerate(children, start=1))))
     return "".join(parts)
