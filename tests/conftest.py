@@ -6,9 +6,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
+from collections import Counter
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+
+from action100m_hf.data.schema import FLAT_TEXT_FIELDS, GPT_MIN_DURATION, tree_table
+from action100m_hf.data.tree import TreeNode, flatten
+from action100m_hf.hub.stats import DURATION_BUCKETS
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_SAMPLE = Path(
@@ -251,3 +258,141 @@ def failing_stages(profile, trigger: str = "OOM-TRIGGER") -> dict:
         "aggregate": STAGE_CLASSES["aggregate"](profile["aggregate"], profile.run,
                                                 models=OutOfMemoryBackend(aggregate.models, trigger)),
     }  # fmt: skip
+
+# --- generated trees ---------------------------------------------------------------------------
+
+SMALL_UID = "vid_small"
+
+
+def small_tree() -> list[dict]:
+    """A hand-made tree: root -> (A -> (A1, A2 -> (A2a -> (deep one, deep two), A2b)), B)."""
+    gpt = {
+        "summary": {"brief": "s", "detailed": "sd"},
+        "action": {"brief": "cut paper", "detailed": "Cut the paper.", "actor": "a person"},
+    }
+    a2a = TreeNode(2.5, 4.25, [TreeNode(2.5, 3.3, fields={"plm_caption": "deep one"}),
+                               TreeNode(3.3, 4.25, fields={"plm_caption": "deep two"})],
+                   fields={"plm_caption": "A2a caption."})
+    a2b = TreeNode(4.25, 6.0, fields={"plm_caption": "A2b caption.", "llama3_caption": "A2b mid."})
+    a1 = TreeNode(0.0, 2.5, fields={"plm_caption": "", "llama3_caption": "A1 mid."})
+    a2 = TreeNode(2.5, 6.0, [a2a, a2b], fields={"plm_caption": "A2 caption."})
+    a = TreeNode(0.0, 6.0, [a1, a2], fields={"plm_caption": "  A caption.  ", "gpt": gpt})
+    b = TreeNode(6.0, 10.0, fields={"plm_caption": "B caption.",
+                                    "llama3_caption": "B mid line one.\nB mid line two."})
+    root = TreeNode(0.0, 10.0, [a, b], fields={"plm_caption": "Root caption.", "gpt": gpt})
+    return flatten(SMALL_UID, root)
+
+
+WORDS = ["cut", "the", "paper", "Glue", "a", "photo", "onto", "page", "stir", "soup", "hands", "pen"]
+TEXT_PATHS = {name: path for name, path in FLAT_TEXT_FIELDS["segments"]}
+
+
+def _text(rng: random.Random, n_min: int, n_max: int) -> str:
+    # Irregular whitespace on purpose: words are counted as Python's str.split() counts them.
+    seps = [" ", "  ", "\t", "\n", " \n "]
+    words = [rng.choice(WORDS) for _ in range(rng.randint(n_min, n_max))]
+    out = ""
+    for w in words:
+        out += w + rng.choice(seps)
+    return rng.choice(["", " "]) + out
+
+
+def random_tree_row(video_uid: str, seed: int) -> dict:
+    """A deterministic random full binary tree filled like the release (gpt on internal >= 4 s)."""
+    rng = random.Random(seed)
+    root = TreeNode(0.0, round(rng.uniform(8.0, 150.0), 2))
+
+    def split(node: TreeNode) -> None:
+        if node.end - node.start < 1.5 or (node.start > 0 and rng.random() < 0.2):
+            return
+        cut = round(rng.uniform(node.start + 0.5, node.end - 0.5), 2)
+        node.children = [TreeNode(node.start, cut), TreeNode(cut, node.end)]
+        for child in node.children:
+            split(child)
+
+    split(root)
+    for node, _, _ in root.walk_bfs():
+        leaf = not node.children
+        node.fields = {
+            "plm_caption": None if rng.random() < 0.05 else _text(rng, 3, 30),
+            "plm_action": "" if rng.random() < 0.05 else _text(rng, 1, 6),
+            "llama3_caption": _text(rng, 5, 40) if leaf else None,
+        }
+        if not leaf and node.end - node.start >= GPT_MIN_DURATION:
+            na = rng.random() < 0.15
+            brief = "N/A" if na else rng.choice(["Cut", "glue", "STIR", "write"]) + " " + _text(rng, 1, 3)
+            node.fields["gpt"] = {
+                "summary": {"brief": _text(rng, 4, 12), "detailed": _text(rng, 10, 50)},
+                "action": {"brief": brief, "detailed": "N/A" if na else _text(rng, 5, 15),
+                           "actor": "N/A" if na else _text(rng, 1, 4)},
+            }
+    metadata = {"title": f"video {video_uid}", "description": "d", "view_count": seed, "like_count": 1,
+                "duration": int(root.end), "upload_date": "20240101",
+                "transcript": [{"time": "0.0", "text": "hello"}]}
+    return {"video_uid": video_uid, "metadata": metadata, "nodes": flatten(video_uid, root)}
+
+
+def random_tree_rows(count: int = 7, seed: int = 0) -> list[dict]:
+    return [random_tree_row(f"vid{seed}_{i:03d}", seed * 1000 + i) for i in range(count)]
+
+
+def hub_folder_of(rows: list[dict], tmp_path_factory, name: str, configs=None) -> Path:
+    """A Hub-layout folder `name` written by `layout.write_hub_folder` from tree `rows`."""
+    from action100m_hf.data import layout
+
+    src = tmp_path_factory.mktemp("src") / "part-0.parquet"
+    pq.write_table(tree_table(rows), src)
+    kwargs = {} if configs is None else {"configs": configs}
+    return layout.write_hub_folder(src, tmp_path_factory.mktemp("hub") / name, **kwargs)
+
+
+def node_field(node: dict, path: tuple[str, ...]):
+    """The value at `path` inside a node dict (None where a struct on the way is null)."""
+    value = node
+    for key in path:
+        value = None if value is None else value.get(key)
+    return value
+
+
+def reference_stats(rows: list[dict]) -> dict:
+    """The card's statistics recounted row by row in plain Python (the independent computation)."""
+    nodes = [n for r in rows for n in r["nodes"]]
+    parents = {n["parent_id"] for n in nodes}
+    durations = [round(round(n["end"], 2) - round(n["start"], 2), 2) for n in nodes]
+    annotated = [n for n in nodes if n["gpt"] is not None]
+    briefs = [n["gpt"]["action"]["brief"] for n in annotated]
+    buckets = Counter()
+    for d in durations:
+        bucket = [name for name, low in DURATION_BUCKETS if d >= low][-1]
+        buckets[bucket] += 1
+    words = {}
+    total_words = 0
+    for name, path in TEXT_PATHS.items():
+        values = [node_field(n, path) for n in nodes if node_field(n, path) is not None]
+        counts = [len(v.split()) for v in values]
+        words[name] = sum(counts) / len(counts) if counts else 0.0
+        total_words += sum(counts)
+    verbs = Counter(b.split()[0].lower() for b in briefs if b != "N/A" and b.split())
+    return {
+        "videos": len(rows),
+        "seconds": sum(round(n["end"], 2) - round(n["start"], 2) for n in nodes if n["level"] == 0),
+        "segments": len(nodes),
+        "leaves": sum(n["node_id"] not in parents for n in nodes),
+        "annotated_segments": len(annotated),
+        "na_segments": sum(b == "N/A" for b in briefs),
+        "duration_buckets": {name: buckets[name] for name, _ in DURATION_BUCKETS},
+        "level_counts": dict(sorted(Counter(n["level"] for n in nodes).items())),
+        "depth_counts": dict(sorted(Counter(max(n["level"] for n in r["nodes"]) for r in rows if r["nodes"]).items())),
+        "words_per_field": words,
+        "total_words": total_words,
+        "verbs": verbs,
+    }
+
+
+def expected_rows(rows: list[dict]) -> dict[str, int]:
+    """Rows of each config, recounted from the tree rows without the library's views."""
+    nodes = [n for r in rows for n in r["nodes"]]
+    gpt = [n["gpt"] for n in nodes if n["gpt"] is not None]
+    named = [g for g in gpt if g["action"]["brief"] != "N/A"]
+    return {"tree": len(rows), "brief_action": len(named), "detailed_action": len(named),
+            "brief_caption": len(gpt), "detailed_caption": len(gpt), "segments": len(nodes)}

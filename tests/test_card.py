@@ -26,7 +26,7 @@ from action100m_hf.hub.card_sections import field_rows
 from action100m_hf.hub.plots import PLOT_FILES
 from action100m_hf.hub.stats import compute_stats
 
-from test_stats import hub_folder_of, random_tree_rows, reference_stats
+from conftest import expected_rows, hub_folder_of, random_tree_rows, reference_stats
 
 BUILD_INFO = {
     "repo_id": "someone/action100m-mini",
@@ -37,15 +37,6 @@ BUILD_INFO = {
     "code_version": "action100m-hf 0.1.0 (abc1234)",
     "source": "9 synthetic videos",
 }
-
-
-def expected_rows(rows: list[dict]) -> dict[str, int]:
-    """Rows of each config, recounted from the tree rows without the library's views."""
-    nodes = [n for r in rows for n in r["nodes"]]
-    gpt = [n["gpt"] for n in nodes if n["gpt"] is not None]
-    named = [g for g in gpt if g["action"]["brief"] != "N/A"]
-    return {"tree": len(rows), "brief_action": len(named), "detailed_action": len(named),
-            "brief_caption": len(gpt), "detailed_caption": len(gpt), "segments": len(nodes)}
 
 
 @pytest.fixture(scope="module")

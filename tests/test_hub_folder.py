@@ -18,8 +18,7 @@ from action100m_hf.data import schema
 from action100m_hf.data import views
 from action100m_hf.hub.card import write_card
 
-from test_card import expected_rows
-from test_stats import hub_folder_of, random_tree_rows
+from conftest import expected_rows, hub_folder_of, random_tree_rows
 
 CONFIGS = ("tree", *schema.FLAT_CONFIGS)
 #: Small bounds for two configs, so that they span several shards and row groups.

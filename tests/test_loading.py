@@ -8,8 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import warnings
 from pathlib import Path
 
 import datasets
@@ -33,7 +31,7 @@ from action100m_hf.data.sources import compressed_bytes
 from action100m_hf.data.tree import TreeNode
 
 from conftest import serve_folder
-from test_tree import small_tree
+from conftest import small_tree
 
 REPO = Path(__file__).resolve().parents[1]
 

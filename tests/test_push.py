@@ -23,8 +23,7 @@ from action100m_hf.hub.card import CardError, write_card
 from action100m_hf.hub.commits import LocalFile, RemoteFile, plan_commits
 from action100m_hf.hub.push import PushError, is_transient, push_folder
 
-from test_card import expected_rows
-from test_stats import random_tree_rows
+from conftest import expected_rows, random_tree_rows
 
 REPO = "me/data"
 

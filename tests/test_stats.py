@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import random
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import node_field, random_tree_rows, reference_stats
 
 from action100m_hf.data import schema
 
@@ -18,113 +18,8 @@ from action100m_hf.data import tree
 from action100m_hf.cli import main as cli_main
 from action100m_hf.errors import ShardReadError
 from action100m_hf.hub.plots import PLOT_FILES
-from action100m_hf.hub.stats import DURATION_BUCKETS, compute_stats, count_words, stats_from_batches
+from action100m_hf.hub.stats import compute_stats, count_words, stats_from_batches
 from action100m_hf.data.tree import TreeNode
-
-WORDS = ["cut", "the", "paper", "Glue", "a", "photo", "onto", "page", "stir", "soup", "hands", "pen"]
-TEXT_PATHS = {name: path for name, path in schema.FLAT_TEXT_FIELDS["segments"]}
-
-
-def _text(rng: random.Random, n_min: int, n_max: int) -> str:
-    # Irregular whitespace on purpose: words are counted as Python's str.split() counts them.
-    seps = [" ", "  ", "\t", "\n", " \n "]
-    words = [rng.choice(WORDS) for _ in range(rng.randint(n_min, n_max))]
-    out = ""
-    for w in words:
-        out += w + rng.choice(seps)
-    return rng.choice(["", " "]) + out
-
-
-def random_tree_row(video_uid: str, seed: int) -> dict:
-    """A deterministic random full binary tree filled like the release (gpt on internal >= 4 s)."""
-    rng = random.Random(seed)
-    root = TreeNode(0.0, round(rng.uniform(8.0, 150.0), 2))
-
-    def split(node: TreeNode) -> None:
-        if node.end - node.start < 1.5 or (node.start > 0 and rng.random() < 0.2):
-            return
-        cut = round(rng.uniform(node.start + 0.5, node.end - 0.5), 2)
-        node.children = [TreeNode(node.start, cut), TreeNode(cut, node.end)]
-        for child in node.children:
-            split(child)
-
-    split(root)
-    for node, _, _ in root.walk_bfs():
-        leaf = not node.children
-        node.fields = {
-            "plm_caption": None if rng.random() < 0.05 else _text(rng, 3, 30),
-            "plm_action": "" if rng.random() < 0.05 else _text(rng, 1, 6),
-            "llama3_caption": _text(rng, 5, 40) if leaf else None,
-        }
-        if not leaf and node.end - node.start >= schema.GPT_MIN_DURATION:
-            na = rng.random() < 0.15
-            brief = "N/A" if na else rng.choice(["Cut", "glue", "STIR", "write"]) + " " + _text(rng, 1, 3)
-            node.fields["gpt"] = {
-                "summary": {"brief": _text(rng, 4, 12), "detailed": _text(rng, 10, 50)},
-                "action": {"brief": brief, "detailed": "N/A" if na else _text(rng, 5, 15),
-                           "actor": "N/A" if na else _text(rng, 1, 4)},
-            }
-    metadata = {"title": f"video {video_uid}", "description": "d", "view_count": seed, "like_count": 1,
-                "duration": int(root.end), "upload_date": "20240101",
-                "transcript": [{"time": "0.0", "text": "hello"}]}
-    return {"video_uid": video_uid, "metadata": metadata, "nodes": tree.flatten(video_uid, root)}
-
-
-def random_tree_rows(count: int = 7, seed: int = 0) -> list[dict]:
-    return [random_tree_row(f"vid{seed}_{i:03d}", seed * 1000 + i) for i in range(count)]
-
-
-def hub_folder_of(rows: list[dict], tmp_path_factory, name: str, configs=None) -> Path:
-    """A Hub-layout folder `name` written by `layout.write_hub_folder` from tree `rows`."""
-    from action100m_hf.data import layout
-
-    src = tmp_path_factory.mktemp("src") / "part-0.parquet"
-    pq.write_table(schema.tree_table(rows), src)
-    kwargs = {} if configs is None else {"configs": configs}
-    return layout.write_hub_folder(src, tmp_path_factory.mktemp("hub") / name, **kwargs)
-
-
-def _get(node: dict, path: tuple[str, ...]):
-    value = node
-    for key in path:
-        value = None if value is None else value.get(key)
-    return value
-
-
-def reference_stats(rows: list[dict]) -> dict:
-    """The card's statistics recounted row by row in plain Python (the independent computation)."""
-    nodes = [n for r in rows for n in r["nodes"]]
-    parents = {n["parent_id"] for n in nodes}
-    durations = [round(round(n["end"], 2) - round(n["start"], 2), 2) for n in nodes]
-    annotated = [n for n in nodes if n["gpt"] is not None]
-    briefs = [n["gpt"]["action"]["brief"] for n in annotated]
-    buckets = Counter()
-    for d in durations:
-        bucket = [name for name, low in DURATION_BUCKETS if d >= low][-1]
-        buckets[bucket] += 1
-    words = {}
-    total_words = 0
-    for name, path in TEXT_PATHS.items():
-        values = [_get(n, path) for n in nodes if _get(n, path) is not None]
-        counts = [len(v.split()) for v in values]
-        words[name] = sum(counts) / len(counts) if counts else 0.0
-        total_words += sum(counts)
-    verbs = Counter(b.split()[0].lower() for b in briefs if b != "N/A" and b.split())
-    return {
-        "videos": len(rows),
-        "seconds": sum(round(n["end"], 2) - round(n["start"], 2) for n in nodes if n["level"] == 0),
-        "segments": len(nodes),
-        "leaves": sum(n["node_id"] not in parents for n in nodes),
-        "annotated_segments": len(annotated),
-        "na_segments": sum(b == "N/A" for b in briefs),
-        "duration_buckets": {name: buckets[name] for name, _ in DURATION_BUCKETS},
-        "level_counts": dict(sorted(Counter(n["level"] for n in nodes).items())),
-        "depth_counts": dict(sorted(Counter(max(n["level"] for n in r["nodes"]) for r in rows if r["nodes"]).items())),
-        "words_per_field": words,
-        "total_words": total_words,
-        "verbs": verbs,
-    }
-
 
 def assert_matches_reference(stats, ref: dict) -> None:
     for key in ("videos", "segments", "leaves", "annotated_segments", "na_segments",
@@ -163,7 +58,7 @@ def test_example_tree_is_the_first_video(tree_folder):
     assert example.video_uid == first["video_uid"]
     assert example.levels == [n["level"] for n in first["nodes"]]
     assert example.starts == pytest.approx([n["start"] for n in first["nodes"]])
-    assert example.labels == [_get(n, ("gpt", "action", "brief")) for n in first["nodes"]]
+    assert example.labels == [node_field(n, ("gpt", "action", "brief")) for n in first["nodes"]]
 
 
 def test_official_sample_stats(official_sample):

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import SMALL_UID as UID
+from conftest import small_tree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,26 +20,6 @@ from action100m_hf.errors import TreeValidationError
 from action100m_hf.data.tree import TreeNode
 
 GOLDEN = Path(__file__).parent / "golden"
-UID = "vid_small"
-
-
-def small_tree() -> list[dict]:
-    """A hand-made tree: root -> (A -> (A1, A2 -> (A2a -> (deep one, deep two), A2b)), B)."""
-    gpt = {
-        "summary": {"brief": "s", "detailed": "sd"},
-        "action": {"brief": "cut paper", "detailed": "Cut the paper.", "actor": "a person"},
-    }
-    a2a = TreeNode(2.5, 4.25, [TreeNode(2.5, 3.3, fields={"plm_caption": "deep one"}),
-                               TreeNode(3.3, 4.25, fields={"plm_caption": "deep two"})],
-                   fields={"plm_caption": "A2a caption."})
-    a2b = TreeNode(4.25, 6.0, fields={"plm_caption": "A2b caption.", "llama3_caption": "A2b mid."})
-    a1 = TreeNode(0.0, 2.5, fields={"plm_caption": "", "llama3_caption": "A1 mid."})
-    a2 = TreeNode(2.5, 6.0, [a2a, a2b], fields={"plm_caption": "A2 caption."})
-    a = TreeNode(0.0, 6.0, [a1, a2], fields={"plm_caption": "  A caption.  ", "gpt": gpt})
-    b = TreeNode(6.0, 10.0, fields={"plm_caption": "B caption.",
-                                    "llama3_caption": "B mid line one.\nB mid line two."})
-    root = TreeNode(0.0, 10.0, [a, b], fields={"plm_caption": "Root caption.", "gpt": gpt})
-    return tree.flatten(UID, root)
 
 
 def row_of(nodes):

@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 
 from action100m_hf.build.stages import STAGE_NAMES
+from action100m_hf.data.layout import DEFAULT_FOLDER
 
 #: Where the output goes by default: `load_dataset("action100m", "brief_action")` then loads it.
-DEFAULT_OUTPUT = "action100m"
+DEFAULT_OUTPUT = DEFAULT_FOLDER
 #: The profile of the embedded sample (no input given).
 SAMPLE_PROFILE = "tiny"
 

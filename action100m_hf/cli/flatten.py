@@ -6,7 +6,6 @@ import argparse
 import sys
 import warnings
 
-from action100m_hf.errors import Action100MError
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from action100m_hf.errors import Action100MError
 
 
 def configure(p: argparse.ArgumentParser) -> None:
