@@ -43,6 +43,9 @@ class ScriptedBackend:
         self.max_string_length = max_string_length
         self.calls: list[list[list[dict]]] = []
 
+    def plan_waves(self, conversations):
+        return [list(range(len(conversations)))]
+
     def generate_json(self, conversations, schema, done=None):
         assert schema == prompts.response_schema(self.max_string_length)
         self.calls.append(copy.deepcopy(conversations))

@@ -53,7 +53,7 @@ def test_vllm_backend_without_vllm_names_the_package():
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is importable here; tests/test_vllm_cpu.py covers the backend")
     with pytest.raises(ModelNotAvailableError, match="the vllm backend needs the package vllm"):
-        build_llm_backend("vllm", tiny_generation("any"), seed=0, structured_outputs_backend="guidance")
+        build_llm_backend("vllm", tiny_generation("any"), seed=0, structured_outputs_backend="guidance", wave_cache_fraction=0.5)
 
 
 def test_prefix_batches_group_shared_prefixes_and_bound_the_work():

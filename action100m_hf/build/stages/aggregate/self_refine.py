@@ -2,7 +2,7 @@
 
 Each node gets the prompt of `prompts`, then Self-Refine: a draft and revisions in one
 conversation, every round constrained to the JSON schema. The nodes of all rows go to the
-backend in the waves it plans (`plan_waves`; one wave of all nodes for a backend without it),
+backend in the waves it plans (`plan_waves`: one wave of all nodes unless the engine's cache is bounded),
 all rounds of a wave before the next, one batch per round. An output that stays invalid after
 `retries` regenerations leaves the node's `gpt` null with an `ErrorRecord`; the run goes on.
 """
@@ -157,8 +157,7 @@ def aggregate_rows(
     bar = progress(total=len(jobs) * rounds, desc="aggregate node-rounds", unit="node") if progress else None
     done = bar.update if bar is not None else None
     # vLLM plans waves small enough that a node's prompt is still cached in its next round.
-    plan_waves = getattr(backend, "plan_waves", None)
-    waves = plan_waves([job.conversation for job in jobs]) if plan_waves else [range(len(jobs))]
+    waves = backend.plan_waves([job.conversation for job in jobs]) if jobs else []
     try:
         for wave in waves:
             active = [jobs[i] for i in wave]

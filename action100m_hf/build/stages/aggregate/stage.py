@@ -3,7 +3,8 @@ least 4 s, with Self-Refine and JSON-schema-constrained output (SPEC section 4).
 
 Settings are the profile's `aggregate` section; the model is an LLM behind one of the backends of
 `backends/` (vLLM in-process, an OpenAI-compatible server, or transformers). The nodes of
-`batch_videos` videos go to the backend together, so an offline engine sees a large batch.
+`batch_videos` videos go to the backend together, in waves the backend plans (vLLM: as many as
+its prefix cache holds across the Self-Refine rounds), so an offline engine sees large batches.
 """
 
 from __future__ import annotations

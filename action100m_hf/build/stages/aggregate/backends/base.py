@@ -89,11 +89,32 @@ class LLMBackend(ABC):
         effort = self.generation.reasoning_effort
         return {"reasoning_effort": effort} if effort else {}
 
+    def plan_waves(self, conversations: list[list[dict]]) -> list[list[int]]:
+        """Indices of the round-1 conversations in Self-Refine waves: every round of a wave runs
+        before the next wave starts. One wave of all by default; an engine with a bounded prefix
+        cache plans smaller ones."""
+        return [list(range(len(conversations)))]
+
     @abstractmethod
     def generate_json(self, conversations: list[list[dict]], schema: dict,
                       done: Callable[[int], None] | None = None) -> list[str | AnnotationError]:  # fmt: skip
         """One text per conversation, constrained to the JSON `schema`; `done(n)` is called as
         conversations finish (for progress bars)."""
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two token lists."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def prefix_order(prompts: list[list[int]]) -> list[int]:
+    """Indices of `prompts` with prompts sharing a prefix next to each other: sorted by token ids,
+    so a video's prompts are consecutive (ties keep their given order)."""
+    return sorted(range(len(prompts)), key=prompts.__getitem__)
 
 
 def is_harmony_model(config) -> bool:

@@ -17,9 +17,11 @@ import json
 from action100m_hf.build.stages.aggregate.backends.base import (
     Generation,
     LLMBackend,
+    common_prefix,
     harmony_final_text,
     harmony_structural_tag,
     is_harmony_model,
+    prefix_order,
 )
 from action100m_hf.errors import ModelNotAvailableError
 
@@ -28,15 +30,6 @@ MIN_SHARED_PREFIX = 32
 #: Neighbouring prompts sharing less than this fraction of the shorter one belong to different
 #: videos (the prompts of one video share their first half or more; of two videos, a few tokens).
 SHARED_FRACTION = 0.25
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the common prefix of two token lists."""
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 def prefix_batches(prompts: list[list[int]], max_batch_size: int, max_batch_tokens: int) -> list[tuple[list[int], int]]:
@@ -49,7 +42,7 @@ def prefix_batches(prompts: list[list[int]], max_batch_size: int, max_batch_toke
     leaves every prompt at least one token of its own; a batch of one shares nothing (it runs as
     a plain prompt), as does a prefix under `MIN_SHARED_PREFIX` tokens.
     """
-    order = sorted(range(len(prompts)), key=lambda i: (prompts[i], i))
+    order = prefix_order(prompts)
     batches: list[tuple[list[int], int]] = []
     batch: list[int] = []
     shared = 0

@@ -14,31 +14,13 @@ import json
 from action100m_hf.build.stages.aggregate.backends.base import (
     Generation,
     LLMBackend,
+    common_prefix,
     harmony_final_text,
     harmony_structural_tag,
     is_harmony_model,
+    prefix_order,
 )
-from action100m_hf.errors import ModelNotAvailableError
-
-#: Share of the KV cache that one wave's round-1 prompts may fill; the rest holds the tokens the
-#: wave's requests generate (gpt-oss's reasoning) and the drafts later rounds append.
-WAVE_CACHE_FRACTION = 0.5
-
-
-def prefix_order(prompts: list[list[int]]) -> list[int]:
-    """Indices of `prompts` with prompts sharing a prefix next to each other: sorted by token ids,
-    so a video's prompts are consecutive and the engine computes their shared prefix once while it
-    is cached (ties keep their given order)."""
-    return sorted(range(len(prompts)), key=prompts.__getitem__)
-
-
-def _shared_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
-
+from action100m_hf.errors import ModelNotAvailableError, ProfileError
 
 def waves_by_tokens(prompts: list[list[int]], budget: int) -> list[list[int]]:
     """Indices of `prompts` in waves: in `prefix_order`, each wave's distinct prompt tokens (a
@@ -49,7 +31,7 @@ def waves_by_tokens(prompts: list[list[int]], budget: int) -> list[list[int]]:
     previous: list[int] = []
     for i in prefix_order(prompts):
         prompt = prompts[i]
-        new = len(prompt) - _shared_prefix(prompt, previous)
+        new = len(prompt) - common_prefix(prompt, previous)
         if not waves or used + new > budget:
             waves.append([])
             used, new = 0, len(prompt)
@@ -66,14 +48,15 @@ class VLLMBackend(LLMBackend):
     name = "vllm"
 
     def __init__(self, generation: Generation, *, seed: int, structured_outputs_backend: str,
-                 wave_cache_fraction: float = WAVE_CACHE_FRACTION, **engine_args):  # fmt: skip
+                 wave_cache_fraction: float, **engine_args):  # fmt: skip
         """`engine_args` go to `vllm.LLM` as they are (tensor_parallel_size, gpu_memory_utilization,
         enable_prefix_caching, enforce_eager, max_num_seqs, max_model_len, ...): the profile's
         `aggregate.backends.vllm` section. `wave_cache_fraction`: the share of the KV cache a
-        Self-Refine wave's round-1 prompts may fill (`plan_waves`)."""
+        Self-Refine wave's round-1 prompts may fill (`plan_waves`); the rest holds the tokens the
+        wave's requests generate (gpt-oss's reasoning) and the drafts later rounds append."""
         super().__init__(generation)
         if not 0 < wave_cache_fraction <= 1:
-            raise ValueError(f"aggregate.backends.vllm.wave_cache_fraction must be in (0, 1], got {wave_cache_fraction}")
+            raise ProfileError(f"aggregate.backends.vllm.wave_cache_fraction must be in (0, 1], got {wave_cache_fraction}")
         self.wave_cache_fraction = wave_cache_fraction
         try:
             from vllm import LLM
