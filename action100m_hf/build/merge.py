@@ -26,12 +26,11 @@ from action100m_hf.build import fingerprint as fp
 from action100m_hf.build.executor import BuildOptions, BuildPlan
 from action100m_hf.build.inputs import input_root
 from action100m_hf.build.store import WorkStore, write_failure
+from action100m_hf.data.layout import BUILD_ERRORS, BUILD_INFO_DIR, BUILD_PROFILE, BUILD_SUMMARY
 from action100m_hf.data.schema import CONFIG_NAMES, ERRORS_SCHEMA
 from action100m_hf.data.tree import annotatable
 from action100m_hf.errors import Action100MError, ErrorRecord
 
-#: Folder (inside the output) of the errors table, the summary and the resolved profile.
-BUILD_INFO_DIR = "build"
 #: What the last merge wrote (in the work folder: local, never uploaded).
 MANIFEST = "merged.json"
 
@@ -229,11 +228,10 @@ def _write_output(store: WorkStore, tree_files: list[str], configs, errors: pa.T
             summary.removed_configs = sorted(stale)
             for config in stale:
                 shutil.rmtree(folder / config)
-            info = folder / BUILD_INFO_DIR
-            info.mkdir(parents=True, exist_ok=True)
-            _write_atomic(info / "errors.parquet", _parquet_bytes(errors))
-            _write_atomic(info / "summary.json", (json.dumps(summary.public(), indent=1) + "\n").encode())
-            _write_atomic(info / "profile.yaml", profile_yaml.encode())
+            (folder / BUILD_INFO_DIR).mkdir(parents=True, exist_ok=True)
+            _write_atomic(folder / BUILD_ERRORS, _parquet_bytes(errors))
+            _write_atomic(folder / BUILD_SUMMARY, (json.dumps(summary.public(), indent=1) + "\n").encode())
+            _write_atomic(folder / BUILD_PROFILE, profile_yaml.encode())
             write_hub_folder(tree_files, folder, configs)
         except OSError as e:
             raise write_failure(getattr(e, "filename", None) or str(folder), e) from e

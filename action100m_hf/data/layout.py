@@ -32,6 +32,12 @@ SHARD_GLOB = f"{SPLIT}-*.parquet"
 #: The folder `flatten` (and the builder) write by default, in the working directory: then
 #: `datasets.load_dataset("action100m", "brief_action")` loads it, as the dataset card says.
 DEFAULT_FOLDER = "action100m"
+#: A build's own files in its output (written by the builder's merge; read by the card, the tree
+#: page and the push): the errors table, the summary, the resolved profile.
+BUILD_INFO_DIR = "build"
+BUILD_ERRORS = f"{BUILD_INFO_DIR}/errors.parquet"
+BUILD_SUMMARY = f"{BUILD_INFO_DIR}/summary.json"
+BUILD_PROFILE = f"{BUILD_INFO_DIR}/profile.yaml"
 
 
 def parquet_write_options() -> dict:

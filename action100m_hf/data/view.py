@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import pyarrow.compute as pc
 
+from action100m_hf.data.layout import BUILD_ERRORS
 from action100m_hf.data.schema import ERRORS_SCHEMA, GPT_MIN_DURATION, NA_TEXT
 from action100m_hf.data.tree import annotatable as annotatable_nodes
 from action100m_hf.data.tree import children_map, round_time, validate
@@ -48,8 +49,6 @@ MARKS = (
 )
 MARK_BY_NAME = {m.name: m for m in MARKS}
 
-#: Where a builder output keeps its errors table, below the output folder.
-BUILD_ERRORS_PATH = ("build", "errors.parquet")
 #: Rule violations that leave no tree to draw (no single root, missing parents, wrong levels).
 BLOCKING_RULES = frozenset(
     {"missing_field", "non_finite", "duplicate_id", "root_count", "unknown_parent", "unreachable", "level"}
@@ -95,7 +94,7 @@ def errors_file(source) -> str | None:
         folder = file.rpartition("/")[0]
         parent, _, base = folder.rpartition("/")
         if base == "tree":
-            candidates.append("/".join((parent, *BUILD_ERRORS_PATH)))
+            candidates.append("/".join((parent, BUILD_ERRORS)))
     for candidate in dict.fromkeys(candidates):
         if is_url(candidate):
             fs, path = fsspec.core.url_to_fs(candidate)

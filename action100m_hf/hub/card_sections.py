@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from action100m_hf.data.layout import SHARD_GLOB
+from action100m_hf.data.layout import BUILD_ERRORS, SHARD_GLOB
 from action100m_hf.data.schema import FLAT_TEXT_FIELDS, RESAMPLED_K, SPLIT, features_for, schema_for
 from action100m_hf.hub.provenance import CardError
 from action100m_hf.hub.stats import DatasetStats
@@ -231,7 +231,7 @@ def resample_note(folder: Path, config: str) -> str | None:
 
 def _stats_inputs(folder: Path) -> list[list]:
     """What the statistics depend on: the tree shards and the build's errors (name, size, mtime)."""
-    files = shards(folder, "tree") + [p for p in [folder / "build" / "errors.parquet"] if p.is_file()]
+    files = shards(folder, "tree") + [p for p in [folder / BUILD_ERRORS] if p.is_file()]
     return [[p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 

@@ -17,12 +17,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from action100m_hf.data.layout import BUILD_INFO_DIR
 from action100m_hf.data.schema import CONFIG_NAMES
 
 #: The card; it travels in the last commit, so the repository never shows configs without it.
 CARD_FILE = "README.md"
 #: Top-level folders of the repository that a push owns: what the folder lacks there is deleted.
-MANAGED_FOLDERS = (*CONFIG_NAMES, "build", "assets")
+MANAGED_FOLDERS = (*CONFIG_NAMES, BUILD_INFO_DIR, "assets")
 #: The Hub recommends commits of fewer than 100 files (docs/hub/repositories-recommendations).
 MAX_FILES_PER_COMMIT = 100
 #: Upper bound of the content of one commit: a failure loses at most this much upload work.

@@ -15,17 +15,16 @@ from pathlib import Path
 
 import yaml
 
+from action100m_hf.build.settings import TINY_MODEL
+from action100m_hf.data.layout import BUILD_PROFILE as PROFILE_FILE
+from action100m_hf.data.layout import BUILD_SUMMARY as SUMMARY_FILE
 from action100m_hf.errors import Action100MError
 
 #: The settings a card was written with, kept beside its plots.
 SETTINGS_FILE = "assets/card.yaml"
-PROFILE_FILE = "build/profile.yaml"
-SUMMARY_FILE = "build/summary.json"
 #: The official release; a source naming it (hf:// path, repo id or a Hub cache folder) is the release.
 RELEASE_REPO = "facebook/action100m-preview"
 RELEASE_MARKERS = (RELEASE_REPO, "datasets--facebook--action100m-preview")
-#: Profile value meaning a seeded random model of the real architecture (the tiny profile).
-TINY_MODEL = "tiny"
 
 DEFAULT_SETTINGS: dict = {
     "pretty_name": "Action100M-format video action dataset",
@@ -90,9 +89,8 @@ def profile_models(profile: dict) -> dict[str, str]:
     segment, caption, aggregate = (profile.get(s) or {} for s in ("segment", "caption", "aggregate"))
     encoder = segment.get("encoder")
     rows = {
-        "segmentation encoder (stage segment)": _model_row(
-            encoder if encoder == TINY_MODEL else segment.get("model") or encoder
-        ),
+        # The pixel encoder has no model; V-JEPA 2 is its `model` (an id, a folder or "tiny").
+        "segmentation encoder (stage segment)": _model_row(segment.get("model") if encoder == "vjepa2" else encoder),
         "segment captions (stage caption)": _model_row(caption.get("plm_model")),
         "leaf captions from the middle frame (stage caption)": _model_row(caption.get("llama_model")),
         "structured annotation (stage aggregate)": _model_row(aggregate.get("model")),
