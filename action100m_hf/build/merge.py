@@ -3,7 +3,7 @@
 The output is always what the current inputs and settings give: the merge reads the results of
 the current fingerprints (never a rank's memory, never a marker alone) and rewrites the folder
 unless the manifest of its last merge shows the same results and every file it wrote still in
-place. It writes every config, `build/errors.parquet`, `build/summary.json`, `build/profile.yaml`
+place (then it reads nothing but the manifest). It writes every config, `build/errors.parquet`, `build/summary.json`, `build/profile.yaml`
 and the README's YAML; files meant for upload name videos by uid and by paths relative to the
 input roots, never by absolute local paths (those stay in `_work/errors.parquet`).
 """
@@ -128,19 +128,20 @@ def _output_files(folder: Path) -> dict[str, int]:
     }  # fmt: skip
 
 
-def _manifest_holds(store: WorkStore, digest: str) -> bool:
-    """Whether the last merge was of these results and all it wrote is still in the output."""
+def _current_manifest(store: WorkStore, digest: str) -> dict | None:
+    """The last merge's manifest when it was of these results and all it wrote is still in the
+    output (then nothing needs writing, nor reading: it holds the summary's counts)."""
     try:
         manifest = json.loads(store.read(MANIFEST))
     except (FileNotFoundError, ValueError):
-        return False
-    if manifest.get("digest") != digest:
-        return False
+        return None
+    if manifest.get("digest") != digest or "summary" not in manifest:
+        return None
     for name, size in manifest["files"].items():
         path = f"{store.output}/{name}"
         if not store.fs.exists(path) or (name != "README.md" and store.fs.size(path) != size):
-            return False
-    return True
+            return None
+    return manifest
 
 
 def merge(options: BuildOptions, plan: BuildPlan) -> BuildSummary:
@@ -163,6 +164,9 @@ def merge(options: BuildOptions, plan: BuildPlan) -> BuildSummary:
     digest = fp.digest(sorted(expected.items()), sorted(options.configs), [e.as_dict() for e in plan.input_errors],
                        profile.as_dict(), plan.stages)  # fmt: skip
     this_run = _this_run(store, options.world_size)
+    manifest = _current_manifest(store, digest)
+    if manifest is not None:
+        return BuildSummary(**{**manifest["summary"], **this_run, "removed_configs": [], "output": store.output_url})
 
     roots = [*map(input_root, options.inputs), options.video_root or "", os.path.dirname(options.metadata or ""),
              store.output]  # fmt: skip
@@ -191,12 +195,10 @@ def merge(options: BuildOptions, plan: BuildPlan) -> BuildSummary:
         annotatable_nodes=counts["annotatable"], annotated_nodes=counts["annotated"], errors=len(errors),
         errors_by_stage=dict(sorted(Counter(e.stage for e in errors).items())), output=store.output_url, **this_run,
     )  # fmt: skip
-    if _manifest_holds(store, digest):
-        return summary
     public_errors = [ErrorRecord(e.video_uid, e.stage, e.node_id, local_names(e.error, roots)) for e in errors]
     store.commit(_parquet_bytes(_errors_table(errors)), "errors.parquet")
     files = _write_output(store, tree_files, options.configs, _errors_table(public_errors), summary, profile.to_yaml())
-    store.commit(json.dumps({"digest": digest, "files": files}, indent=1).encode(), MANIFEST)
+    store.commit(json.dumps({"digest": digest, "files": files, "summary": summary.public()}, indent=1).encode(), MANIFEST)
     return summary
 
 
