@@ -13,14 +13,12 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-import pyarrow.parquet as pq
-
 from action100m_hf.build import fingerprint as fp
 from action100m_hf.build.inputs import BuildInputError, discover_videos, probe_duration, read_metadata, tree_inputs, with_metadata
 from action100m_hf.build.settings import Profile, stage_keys
 from action100m_hf.build.stage import Stage, VideoInput, VideoResult, WorkItem, with_oom_retry
 from action100m_hf.build.stages import STAGE_CLASSES, STAGE_NAMES
-from action100m_hf.build.store import WorkStore, result_name
+from action100m_hf.build.store import WorkStore
 from action100m_hf.data.schema import FLAT_CONFIGS
 from action100m_hf.data.tree import validate
 from action100m_hf.errors import ErrorRecord
@@ -140,13 +138,9 @@ class RankStats:
 
 
 def _failed(store: WorkStore, stage: str, key: str, uid: str, fingerprint: str) -> bool:
-    """Whether a committed result holds no row or an error of this stage (footer read only)."""
-    with store.fs.open(store.path(stage, key, result_name(uid, fingerprint)), "rb") as handle:
-        meta = pq.read_metadata(handle)
-    if meta.num_rows == 0:
-        return True
-    errors = (meta.metadata or {}).get(b"action100m.errors", b"[]")
-    return f'"stage": "{stage}"'.encode() in errors
+    """Whether a committed result holds no row or an error of this stage."""
+    rows, errors, _ = store.result_footer(stage, key, uid, fingerprint)
+    return rows == 0 or any(e["stage"] == stage for e in errors)
 
 
 def _reason(store: WorkStore, plan: BuildPlan, stage: str, uid: str, have: set[str], elsewhere: set[str]) -> str:
@@ -155,7 +149,7 @@ def _reason(store: WorkStore, plan: BuildPlan, stage: str, uid: str, have: set[s
     key = plan.keys[stage]
     if not have:
         return "settings changed" if uid in elsewhere else "new"
-    _, old = store.read_result(stage, key, uid, sorted(have)[0])
+    _, _, old = store.result_footer(stage, key, uid, sorted(have)[0])
     if plan.stages.index(stage) > 0:
         return "upstream changed"
     new = plan.inputs[uid]

@@ -174,5 +174,13 @@ class WorkStore:
     def read_result(self, stage: str, key: str, video_uid: str, fingerprint: str) -> tuple[VideoResult, dict]:
         return decode_result(self.read(stage, key, result_name(video_uid, fingerprint)))
 
+    def result_footer(self, stage: str, key: str, video_uid: str, fingerprint: str) -> tuple[int, list[dict], dict]:
+        """(rows, error records, fingerprint components) of a committed result, from its Parquet
+        footer alone (the tree row is not read)."""
+        with self.fs.open(self.path(stage, key, result_name(video_uid, fingerprint)), "rb") as handle:
+            meta = pq.read_metadata(handle)
+        extra = meta.metadata or {}
+        return meta.num_rows, json.loads(extra.get(_ERRORS_KEY, b"[]")), json.loads(extra.get(_INPUTS_KEY, b"{}"))
+
     def result_url(self, stage: str, key: str, video_uid: str, fingerprint: str) -> str:
         return self.url(stage, key, result_name(video_uid, fingerprint))
