@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from action100m_hf.build import fingerprint as fp
@@ -26,6 +27,8 @@ from action100m_hf.sharding import shard_by_duration
 
 #: The configs a build writes.
 BUILD_CONFIGS = ("tree",) + FLAT_CONFIGS
+#: Threads reading file identities (each reads 2 MiB: I/O bound, hashlib and reads release the GIL).
+IDENTITY_THREADS = 8
 
 
 @dataclass
@@ -58,31 +61,44 @@ class BuildPlan:
     """Everything every rank derives identically from the options.
 
     `stages` are the pipeline's stages from the first one of this build to the last requested
-    one; `fingerprints[stage][uid]` is what the video's result of that stage must have been
-    computed from; `inputs[uid]` are the components of the video's inputs.
+    one. `fingerprint(stage, uid)` is what the video's result of that stage must have been computed
+    from and `inputs[uid]` the components of the video's inputs: both are computed on first need,
+    so a rank fingerprints only its own videos (and the merge all of them).
     """
 
     videos: list[VideoInput]
     input_errors: list[ErrorRecord]
     stages: list[str]
     keys: dict[str, str]
-    inputs: dict[str, dict]
-    fingerprints: dict[str, dict[str, str]]
     shards: list[list[str]]
     seeds: dict[str, dict] | None = None
+    inputs: dict[str, dict] = field(default_factory=dict)
 
     def shard(self, rank: int) -> list[VideoInput]:
         by_uid = {v.video_uid: v for v in self.videos}
         return [by_uid[uid] for uid in self.shards[rank]]
 
+    def fingerprint_videos(self, videos: list[VideoInput]) -> None:
+        """The inputs' components of `videos` (the file identities read in parallel: I/O bound)."""
+        todo = [v for v in videos if v.video_uid not in self.inputs]
+        with ThreadPoolExecutor(max_workers=IDENTITY_THREADS) as pool:
+            identities = list(pool.map(lambda v: fp.file_identity(v.path), todo))
+        for video, identity in zip(todo, identities):
+            row = self.seeds[video.video_uid] if self.seeds is not None else None
+            self.inputs[video.video_uid] = fp.input_fingerprint(identity, video.metadata, row)
+
     def upstream(self, stage: str, uid: str) -> str:
         """The fingerprint a stage's result of `uid` hashes with its settings key."""
         index = self.stages.index(stage)
-        return self.fingerprints[self.stages[index - 1]][uid] if index else fp.digest(self.inputs[uid])
+        return self.fingerprint(self.stages[index - 1], uid) if index else fp.digest(self.inputs[uid])
+
+    def fingerprint(self, stage: str, uid: str) -> str:
+        """What the result of `stage` for video `uid` is computed from (`fingerprint_videos` first)."""
+        return fp.chain(self.keys[stage], self.upstream(stage, uid))
 
 
 def plan_build(options: BuildOptions) -> BuildPlan:
-    """Discover the videos (or read the tree rows), read the metadata, fingerprint, shard."""
+    """Discover the videos (or read the tree rows), read the metadata, shard by duration."""
     unknown = sorted(set(options.stages) - set(STAGE_NAMES))
     if unknown or not options.stages:
         raise BuildInputError(f"unknown stage(s) {', '.join(unknown) or '(none given)'}; stages are {', '.join(STAGE_NAMES)}")
@@ -105,21 +121,12 @@ def plan_build(options: BuildOptions) -> BuildPlan:
         errors += metadata_errors
     stages = list(STAGE_NAMES[first : requested[-1] + 1])
     keys = stage_keys(options.profile, stages)
-    inputs = {
-        v.video_uid: fp.input_fingerprint(fp.file_identity(v.path), v.metadata, seeds[v.video_uid] if seeds else None)
-        for v in videos
-    }
-    fingerprints: dict[str, dict[str, str]] = {}
-    upstream = {uid: fp.digest(parts) for uid, parts in inputs.items()}
-    for stage in stages:
-        fingerprints[stage] = {uid: fp.chain(keys[stage], up) for uid, up in upstream.items()}
-        upstream = fingerprints[stage]
     durations = {}
     for v in videos:
         given = (v.metadata or {}).get("duration")
         durations[v.video_uid] = float(given) if given is not None else probe_duration(v.path)
     shards = shard_by_duration(durations, options.world_size)
-    return BuildPlan(videos, errors, stages, keys, inputs, fingerprints, shards, seeds)
+    return BuildPlan(videos, errors, stages, keys, shards, seeds)
 
 
 @dataclass
@@ -173,7 +180,7 @@ class StageRunner:
             row = plan.seeds[video.video_uid] if plan.seeds is not None else None
             return VideoResult(row)
         before = plan.stages[index - 1]
-        result, _ = self.store.read_result(before, plan.keys[before], video.video_uid, plan.fingerprints[before][video.video_uid])
+        result, _ = self.store.read_result(before, plan.keys[before], video.video_uid, plan.fingerprint(before, video.video_uid))
         return result
 
     def attempt(self, items: list[WorkItem]) -> list[VideoResult]:
@@ -214,7 +221,7 @@ class StageRunner:
                 uid = video.video_uid
                 inputs = {**plan.inputs[uid], "upstream": plan.upstream(name, uid)}
                 result = VideoResult(row, errors, seconds if out is not None else 0.0)
-                self.store.commit_result(name, key, uid, plan.fingerprints[name][uid], result, inputs,
+                self.store.commit_result(name, key, uid, plan.fingerprint(name, uid), result, inputs,
                                          replaces.get(uid, set()))  # fmt: skip
             bar.update(len(batch))
 
@@ -241,6 +248,7 @@ def run_rank(options: BuildOptions, plan: BuildPlan, stages: dict[str, Stage], p
     """
     store = WorkStore(options.output)
     shard = plan.shard(options.rank)
+    plan.fingerprint_videos(shard)
     stats = RankStats(options.rank, options.world_size, len(shard))
     for name in plan.stages:
         key = plan.keys[name]
@@ -250,7 +258,7 @@ def run_rank(options: BuildOptions, plan: BuildPlan, stages: dict[str, Stage], p
         pending, replaces, reasons = [], {}, Counter()
         for video in shard:
             uid = video.video_uid
-            expected = plan.fingerprints[name][uid]
+            expected = plan.fingerprint(name, uid)
             have = committed.get(uid, set())
             if expected in have and not options.force and not (options.retry_failed and _failed(store, name, key, uid, expected)):
                 continue

@@ -153,7 +153,8 @@ def merge(options: BuildOptions, plan: BuildPlan) -> BuildSummary:
     final = plan.stages[-1]
     key = plan.keys[final]
     committed = store.committed(final, key)
-    expected = plan.fingerprints[final]
+    plan.fingerprint_videos(plan.videos)
+    expected = {v.video_uid: plan.fingerprint(final, v.video_uid) for v in plan.videos}
     missing = [v.video_uid for v in plan.videos if expected[v.video_uid] not in committed.get(v.video_uid, ())]
     if missing:
         raise IncompleteBuildError(
