@@ -94,7 +94,8 @@ def main() -> int:
     ]
     for name, seconds in timings.items():
         lines.append(f"| {name} | {1000 * seconds:.2f} | {100 * seconds / pixel_s:.3f} % | {100 * seconds / vitg_s:.5f} % |")
-    lines += ["", f"For 1,000 files of 100 MB: about {1000 * worst:.1f} s in all, once per rerun and rank."]
+    lines += ["", f"For 1,000 files of 100 MB: about {1000 * worst:.1f} s in all, read once per run: each rank its own "
+              "videos, the merge all of them (8 threads)."]
     if not cold:
         lines.append("(No cold-cache figure: this process could not drop the page cache.)")
     text = "\n".join(lines)
