@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from action100m_hf.files import write_atomic
 from action100m_hf.build import fingerprint as fp
 from action100m_hf.build.executor import BuildOptions, BuildPlan
 from action100m_hf.build.inputs import input_root
@@ -210,12 +211,9 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(path, data)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise write_failure(str(path), e) from e
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from action100m_hf.cli.build import add_build_arguments, parse_stages, run_build
+from action100m_hf.cli.build import add_build_arguments, parse_stages, resolve_profile, run_build
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -18,8 +18,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from action100m_hf.build.inputs import BuildInputError
 
-    if args.profile is None:
-        raise BuildInputError("choose a profile: --profile paper (GPUs), --profile tiny (random models), or a YAML path")
+    profile = resolve_profile(args)
     if "caption" in parse_stages(args.stages) and not args.videos:
         raise BuildInputError("the caption stage needs --videos (the folder of <video_uid>.<ext> files)")
-    return run_build(args, tree_source=args.trees, video_root=args.videos)
+    return run_build(args, profile, tree_source=args.trees, video_root=args.videos)

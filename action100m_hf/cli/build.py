@@ -77,19 +77,28 @@ def parse_stages(text: str) -> tuple[str, ...]:
     return stages
 
 
-def run_build(args: argparse.Namespace, state=None, **inputs) -> int:
-    """Run the executor with the shared options and `inputs` (BuildOptions fields: `inputs`, or
-    `tree_source` and `video_root`); print the summary; push when asked."""
+def resolve_profile(args: argparse.Namespace, default: str | None = None):
+    """The profile of `--profile` (or `default`) with the `--set` overrides; a clear error when
+    the command needs one and none is given."""
+    from action100m_hf.build.inputs import BuildInputError
+    from action100m_hf.build.settings import load_profile
+
+    if args.profile is None and default is None:
+        raise BuildInputError("choose a profile: --profile paper (GPUs), --profile tiny (random models), or a YAML path")
+    return load_profile(args.profile or default, args.overrides)
+
+
+def run_build(args: argparse.Namespace, profile, state=None, **inputs) -> int:
+    """Run the executor with the shared options, `profile` and `inputs` (BuildOptions fields:
+    `inputs`, or `tree_source` and `video_root`); print the summary; push when asked."""
     from action100m_hf.build.builder import build
     from action100m_hf.build.executor import BuildOptions
     from action100m_hf.build.inputs import BuildInputError
     from action100m_hf.build.launch import process_state
-    from action100m_hf.build.settings import load_profile
 
     if (args.rank is None) != (args.world_size is None):
         raise BuildInputError("--rank and --world-size go together")
     stages = parse_stages(args.stages)
-    profile = load_profile(args.profile or SAMPLE_PROFILE, args.overrides)
     state = state or process_state(args.rank, args.world_size)
     options = BuildOptions(
         output=args.output, profile=profile, metadata=args.metadata, stages=stages, rank=state.rank,
@@ -112,17 +121,13 @@ def run_build(args: argparse.Namespace, state=None, **inputs) -> int:
 def run(args: argparse.Namespace) -> int:
     from action100m_hf.build.launch import process_state
     from action100m_hf.build.sample import ensure_sample_videos, sample_folder
-    from action100m_hf.build.settings import load_profile
 
     inputs = list(args.inputs)
-    if inputs and args.profile is None:
-        from action100m_hf.build.inputs import BuildInputError
-
-        raise BuildInputError("choose a profile for your videos: --profile paper (GPUs), --profile tiny (random models), or a YAML path")
+    # Videos need a profile chosen for them; the embedded sample is the tiny profile's.
+    profile = resolve_profile(args, None if inputs else SAMPLE_PROFILE)
     state = process_state(args.rank, args.world_size)
     if not inputs:
-        seed = load_profile(SAMPLE_PROFILE, args.overrides).run.seed
         # The main process makes the sample first; the others then find it made.
         with state.main_process_first():
-            inputs = [str(ensure_sample_videos(sample_folder(args.output), seed=seed))]
-    return run_build(args, state, inputs=inputs)
+            inputs = [str(ensure_sample_videos(sample_folder(args.output), seed=profile.run.seed))]
+    return run_build(args, profile, state, inputs=inputs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from action100m_hf.cli.build import add_build_arguments, run_build
+from action100m_hf.cli.build import add_build_arguments, resolve_profile, run_build
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -18,8 +18,4 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.encoder:
         args.overrides = [*args.overrides, f"segment.encoder={args.encoder}"]
-    if args.profile is None:
-        from action100m_hf.build.inputs import BuildInputError
-
-        raise BuildInputError("choose a profile: --profile paper (GPUs), --profile tiny (random models), or a YAML path")
-    return run_build(args, inputs=list(args.inputs))
+    return run_build(args, resolve_profile(args), inputs=list(args.inputs))

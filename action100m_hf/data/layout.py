@@ -22,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from action100m_hf.files import write_atomic
 from action100m_hf.data.schema import CONFIG_NAMES, DEFAULT_CONFIG, FLAT_CONFIGS, SPLIT, schema_for
 
 #: Upper bound of one row group, in uncompressed Arrow bytes (a single larger row stands alone).
@@ -255,14 +256,8 @@ def update_readme_configs(folder: str | os.PathLike) -> Path:
     present = configs_present(folder)
     card.data.configs = configs_yaml(present)
     card.data.dataset_info = dataset_info_yaml(folder, present)
-    # Written beside and renamed: a kill never leaves a truncated card (its text is the user's).
-    tmp = path.with_name(f".README.md.tmp-{os.getpid()}")
-    try:
-        card.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    # A kill never leaves a truncated card (its text is the user's).
+    return write_atomic(path, str(card))
 
 
 def write_hub_folder(

@@ -11,7 +11,6 @@ before it replaces README.md; `action100m card FOLDER` is the command.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
+from action100m_hf.files import write_atomic
 from action100m_hf.data.layout import SHARD_GLOB, configs_present, configs_yaml
 from action100m_hf.data.schema import DEFAULT_CONFIG, RESAMPLED_CONFIGS, SPLIT, features_for
 from action100m_hf.errors import Action100MError
@@ -237,10 +237,7 @@ def write_card(
         (assets / name).unlink(missing_ok=True)
     content = _render(folder, stats, info)
     validate_card(content, folder)
-    path = folder / "README.md"
-    tmp = path.with_name(f".README.md.tmp-{os.getpid()}")
-    tmp.write_text(content, encoding="utf-8")
-    os.replace(tmp, path)
+    path = write_atomic(folder / "README.md", content)
     save_settings(folder, info)
     if stats is not None:
         save_stats(folder, stats)

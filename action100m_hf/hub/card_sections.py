@@ -6,13 +6,13 @@ first rows, and the statistics of its `tree` config (cached while the tree shard
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from action100m_hf.files import write_atomic
 from action100m_hf.data.layout import BUILD_ERRORS, SHARD_GLOB
 from action100m_hf.data.schema import FLAT_TEXT_FIELDS, RESAMPLED_K, SPLIT, features_for, schema_for
 from action100m_hf.hub.provenance import CardError
@@ -255,10 +255,7 @@ def tree_stats(folder: Path) -> DatasetStats | None:
 
 
 def save_stats(folder: Path, stats: DatasetStats) -> None:
-    path = folder / STATS_FILE
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"inputs": _stats_inputs(folder), "stats": stats.as_dict()}, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomic(folder / STATS_FILE, json.dumps({"inputs": _stats_inputs(folder), "stats": stats.as_dict()}, indent=1) + "\n")
 
 
 def _figures(stats: DatasetStats) -> dict:

@@ -10,11 +10,11 @@ that `action100m card FOLDER` run later (or by `resample`) keeps the provenance 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import yaml
 
+from action100m_hf.files import write_atomic
 from action100m_hf.build.settings import TINY_MODEL
 from action100m_hf.data.layout import BUILD_PROFILE as PROFILE_FILE
 from action100m_hf.data.layout import BUILD_SUMMARY as SUMMARY_FILE
@@ -146,16 +146,13 @@ def save_settings(folder: Path, settings: dict) -> Path:
     """Store the settings of a card that neither the defaults nor `build/` give (written atomically)."""
     path = folder / SETTINGS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     derived = {**DEFAULT_SETTINGS, **build_settings(folder)}  # read again at every refresh
     kept = {k: settings[k] for k in KEPT_SETTINGS if settings.get(k) != derived[k]}
-    tmp.write_text(
+    return write_atomic(
+        path,
         "# The settings of this folder's dataset card; `action100m card FOLDER` keeps them.\n"
         + yaml.safe_dump(kept, sort_keys=False, allow_unicode=True),
-        encoding="utf-8",
     )
-    os.replace(tmp, path)
-    return path
 
 
 def _within(folder: Path, source: str | None) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from action100m_hf.files import write_atomic
 from action100m_hf.errors import Action100MError, ModelNotAvailableError
 
 #: The paper's embedding model (section 5 of SPEC).
@@ -167,9 +168,7 @@ def _check_manifest(work_dir: Path, manifest: EmbeddingManifest) -> None:
                 "remove it or choose another work directory"
             )
         return
-    tmp = path.with_name(f".manifest.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(wanted, indent=2))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(wanted, indent=2))
 
 
 def shard_path(work_dir: Path, shard: int) -> Path:

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from action100m_hf.files import write_atomic
 from action100m_hf.errors import Action100MError, UnknownConfigError
 from action100m_hf.data.schema import RESAMPLED_K, RESAMPLED_SCHEMA
 
@@ -308,9 +309,6 @@ def resample_into_folder(
         return None
     result.stats["config"] = config
     write_config([result.table], out, config)
-    stats_path = out / config / STATS_FILE
-    tmp = stats_path.with_name(f".{STATS_FILE}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result.stats, indent=2, ensure_ascii=False))
-    os.replace(tmp, stats_path)
+    write_atomic(out / config / STATS_FILE, json.dumps(result.stats, indent=2, ensure_ascii=False))
     update_readme_configs(out)
     return result
